@@ -1,0 +1,1 @@
+"""Core utilities shared by every layer: source spans, diagnostics, fresh names."""

@@ -1,0 +1,1 @@
+"""Front ends: the text parser (Lark) and the embedded decorator front end, both producing the AST."""
