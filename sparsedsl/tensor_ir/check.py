@@ -22,6 +22,7 @@ from sparsedsl.core.errors import (
 from sparsedsl.core.names import NameSupply
 from sparsedsl.frontend import syntax as S
 from sparsedsl.tensor_ir import nodes as N
+from sparsedsl.tensor_ir.presence import is_full
 from sparsedsl.tensor_ir.types import (
     AUTO, DENSE, FORMAT_NPARAMS, FORMAT_RANKS, FLOAT_DTYPES, INT_DTYPES, Dim, Format, TensorType, promote,
 )
@@ -267,6 +268,12 @@ class Checker:
         name = self.names.fresh(hint)
         self.generated.add(name)
         return name
+
+    def static_full(self, name: str) -> bool:
+        if name not in self.decl_index:
+            return False
+        d = self.decls[self.decl_index[name]]
+        return d.type.format.is_dense or self.full_temps.get(name, False)
 
     def add_decl(self, decl: N.Decl):
         self.decl_index[decl.name] = len(self.decls)
@@ -545,7 +552,7 @@ class Checker:
                 ir_name = self.names.fresh(f"{self.def_stack[-1]}_{item.target}")  # a def's local
             sym = Symbol(item.target, "temp", item.span, ir_name=ir_name)
             scope.define(sym)
-        full_value = is_full(ir, self)
+        full_value = is_full(ir, self.static_full)
         if sym.type is None:
             fmt = AUTO
             if sym.kind == "output":
@@ -1347,40 +1354,6 @@ def fold(e: N.Expr):
                 r = fn(xa, ya).astype(NUMPY_DTYPE[dt])
             return r.item()
     return None
-
-
-def is_full(e: N.Expr, checker: Checker) -> bool:
-    """Statically present everywhere (assuming non-empty ranges)? Used to choose formats for outputs."""
-    match e:
-        case N.Lit() | N.IndexVal() | N.ScalarRef():
-            return True
-        case N.Access(tensor=t, pos=pos):
-            d = checker.decls[checker.decl_index[t]] if t in checker.decl_index else None
-            plain = all(isinstance(p, N.IndexVal) for p in pos)
-            if d is None or not plain:
-                return False
-            if d.type.format.is_dense:
-                return True
-            return checker.full_temps.get(t, False)
-        case N.Binary(op=op, lhs=a, rhs=b):
-            if op in N.UNION_OPS:
-                fi = set(N.free_indices(e))
-                return any(is_full(x, checker) and set(N.free_indices(x)) >= fi for x in (a, b)) or (
-                    is_full(a, checker) and is_full(b, checker))
-            return is_full(a, checker) and is_full(b, checker)
-        case N.Unary(operand=a) | N.Cast(operand=a):
-            return is_full(a, checker)
-        case N.Call(fn=fn, args=args):
-            if fn in N.UNION_FUNCS:
-                return any(is_full(x, checker) for x in args)
-            return all(is_full(x, checker) for x in args)
-        case N.Reduce(body=b):
-            return not N.free_indices(e) or is_full(b, checker)
-        case N.Softmax(body=b):
-            return is_full(b, checker)
-        case N.Fill():
-            return True
-    return False
 
 
 # ---------------------------------------------------------------- entry points
