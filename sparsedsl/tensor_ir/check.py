@@ -948,12 +948,16 @@ class Checker:
                 if t.ir.dtype not in INT_DTYPES:
                     raise _err(SdslTypeError, f"a coordinate must be an integer, '{ix.id}' is {t.ir.dtype}", ix.span)
                 return _cast(t.ir, "i64")
-            case S.BinOp(op=op, left=a, right=b) if op in ("+", "-", "*"):
+            case S.BinOp(op=op, left=a, right=b) if op in ("+", "-", "*", "//", "%"):
                 la = self.position(a, scope, ctx, gather_depth)
                 lb = self.position(b, scope, ctx, gather_depth)
                 if op == "*" and N.free_indices(la) and N.free_indices(lb):
                     raise _err(SdslTypeError, "a coordinate may multiply an index only by a constant or scalar "
                                "(affine access)", ix.span)
+                if op in ("//", "%") and N.free_indices(lb):
+                    # blocked layouts (4 * (i // 4) + i % 4) divide by constants, never by an index
+                    raise _err(SdslTypeError, f"a coordinate may use '{op}' only with a constant or scalar "
+                               "divisor", ix.span)
                 return N.Binary(op, la, lb, "i64", span=ix.span)
             case S.UnaryOp(op="-", operand=a):
                 return N.Unary("-", self.position(a, scope, ctx, gather_depth), "i64", span=ix.span)
