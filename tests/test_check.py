@@ -201,3 +201,11 @@ def test_output_fill_and_accumulate():
               "D[i, j] min= A[i, j] + 1\n")
     assert p.decl("D").fill.value == float("inf")
     assert [s.op for s in p.body] == ["=", "min="]
+
+
+def test_until_and_at_most_may_reduce():
+    p = check("input y0: dense<f64>[N]\noutput y: dense<f64>[N]\ny[i] = y0[i]\n"
+              "repeat at most count[i] y0[i] until (sum[i] y[i]) > 20.0:\n    y[i] = y[i] * 2.0\n")
+    loop = p.body[-1]
+    assert isinstance(loop.until.lhs, N.Reduce)
+    assert isinstance(loop.max_iters, N.Reduce)

@@ -1,6 +1,7 @@
-"""Format selection for intermediates whose format is the compiler's choice (``auto``).
+"""Storage selection for intermediates whose format is the compiler's choice (``auto``).
 
-Rewrite: ``temp T: auto<dt>[...]`` → ``temp T: FMT<dt>[...]`` with a recorded reason:
+Rewrite: ``temp T: auto<dt>[...]`` gets ``storage FMT`` with a recorded reason. The semantic format stays
+``auto`` (presence is kept exactly whatever the layout), so this pass can never change a result:
 
 * scalar → dense;
 * statically present everywhere (a product of dense operands, a ``fill``, ...) → dense: a sparse format would
@@ -115,7 +116,7 @@ def select_formats(program: N.Program) -> tuple[N.Program, list[Decision]]:
         else:
             fmt, why = Format("coo"), f"sparse of rank {d.type.rank}"
         decisions.append(Decision(d.name, "format", str(fmt), why, d.span))
-        new_decls.append(replace(d, type=replace(d.type, format=fmt)))
+        new_decls.append(replace(d, storage=fmt))
     return replace(program, decls=tuple(new_decls)), decisions
 
 

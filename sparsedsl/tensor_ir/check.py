@@ -431,12 +431,20 @@ class Checker:
                     raise _err(SdslScheduleError, "schedule blocks belong at the top level of a program", item.span)
         return out
 
+    def require_ranges(self, ctx: StmtCtx):
+        for v, sp in ctx.uses.items():
+            if v not in ctx.ranges:
+                raise _err(SdslTypeError, f"cannot tell the range of index '{v}'", sp,
+                           "an index needs a plain use in a tensor access (A[..., v, ...]); "
+                           f"if '{v}' was meant as a tensor or scalar, it is not defined")
+
     def check_repeat(self, item: S.Repeat, scope: Scope) -> N.Repeat:
         max_iters = None
         if item.max_iters is not None:
             ctx = StmtCtx()
             t = self.expr(item.max_iters, scope, ctx)
-            if N.free_indices(t.ir) or ctx.uses:
+            self.require_ranges(ctx)
+            if N.free_indices(t.ir):
                 raise _err(SdslTypeError, "'at most' needs a scalar integer expression", item.max_iters.span)
             if t.ir.dtype not in INT_DTYPES:
                 raise _err(SdslTypeError, f"'at most' needs an integer, got {t.ir.dtype}", item.max_iters.span)
@@ -452,7 +460,8 @@ class Checker:
         if item.until is not None:
             ctx = StmtCtx()
             t = self.expr(item.until, body_scope, ctx)
-            if N.free_indices(t.ir) or ctx.uses:
+            self.require_ranges(ctx)
+            if N.free_indices(t.ir):
                 raise _err(SdslTypeError, "'until' needs a scalar condition (reduce every index)", item.until.span)
             if t.ir.dtype != "bool":
                 raise _err(SdslTypeError, f"'until' needs a bool condition, got {t.ir.dtype}", item.until.span)
@@ -533,11 +542,7 @@ class Checker:
                 raise _err(SdslTypeError, f"cannot tell the range of index '{v}'", ix.span,
                            f"no access on the right side uses '{v}' and '{item.target}' has no declared type")
             ctx.use(v, ix.span)
-        for v, sp in ctx.uses.items():
-            if v not in ctx.ranges:
-                raise _err(SdslTypeError, f"cannot tell the range of index '{v}'", sp,
-                           "an index needs a plain use in a tensor access (A[..., v, ...]); "
-                           f"if '{v}' was meant as a tensor or scalar, it is not defined")
+        self.require_ranges(ctx)
         shape = tuple(ctx.ranges[v][0] for v in idx)
         # Storing converts to the target's dtype; a new name takes the value's dtype.
         if ttype is not None and ttype.dtype != "?":

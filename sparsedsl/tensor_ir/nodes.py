@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from sparsedsl.core.errors import Span
-from sparsedsl.tensor_ir.types import Dim, TensorType
+from sparsedsl.tensor_ir.types import Dim, Format, TensorType
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,11 @@ class Decl(Node):
     """A named value: ``kind`` is input, output, const or temp (an intermediate).
 
     ``default`` (inputs) and ``value`` (consts) are literals; ``fill`` is what a dense output stores where absent.
+
+    ``type.format`` is semantic: for an intermediate it is ``auto`` (presence kept exactly) unless a schedule
+    asked for a format, in which case spec § 5 rule 10 applies as for outputs. ``storage`` is the format-selection
+    pass's recommendation for how a backend lays an ``auto`` intermediate out in memory; a backend that follows it
+    must still keep presence exactly.
     """
 
     name: str
@@ -261,6 +266,7 @@ class Decl(Node):
     kind: str
     default: Lit | None = None
     fill: Lit | None = None
+    storage: "Format | None" = None
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ def format_program(p: N.Program) -> str:
             extra += f" = {format_expr(d.default)}"
         if d.fill is not None:
             extra += f" fill {format_expr(d.fill)}"
+        if d.storage is not None:
+            extra += f"  # stored as {d.storage}"
         lines.append(f"{kw} {d.name}: {d.type}{extra}")
     lines.append("")
     for s in p.body:
