@@ -1,0 +1,383 @@
+"""Conversion between user values and sparsedsl containers.
+
+``bind_inputs`` turns the keyword arguments of a call into validated, canonical containers of the declared
+dtype and format, and binds the size names (language spec § 3, interface.md "Python"). ``to_user`` turns a
+result container into what a user expects back: numpy / scipy.sparse arrays, or torch tensors.
+
+Accepted input values: scipy.sparse matrices and arrays of every format, numpy arrays and scalars, Python
+scalars and (nested) lists, torch tensors (strided, sparse COO/CSR/CSC/BSR/BSC, any device), networkx graphs,
+and sparsedsl containers. Rules beyond interface.md, chosen to match what scipy/GraphBLAS users expect:
+
+* a dense value for a sparse declaration stores its nonzeros; a sparse value for a dense declaration is
+  densified with 0 where absent;
+* a ``bool`` sparse declaration is a pattern (spec § 3): any bool/integer/float sparse value is accepted and
+  its stored coordinates become ``True`` entries (stored zeros included);
+* a networkx graph is its adjacency in ``G``'s node order: the ``weight`` attribute (default 1) as values, or
+  the bare pattern for a ``bool`` input;
+* a ``bsr``/``blockdiag``/``nm`` parameter that is a size name is bound from a value of that same format
+  (a scipy/torch BSR's block size, a ``BlockDiag``'s number of blocks, an ``NM``'s N and M); a value of
+  another format is re-blocked to the parameters already bound.
+
+No input is ever modified: arrays are wrapped without copies where possible, and anything that needs
+canonicalizing (unsorted or duplicate indices), casting or re-blocking is done into new arrays.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from sparsedsl.core.errors import SdslInputError
+from sparsedsl.runtime.dtypes import cast_input, numpy_to_torch, torch_to_numpy
+from sparsedsl.runtime.tensors import (
+    BSR, COO, CSC, CSR, NM, BlockDiag, Dense, FORMAT_CLASSES, Tensor, _index_array,
+)
+from sparsedsl.tensor_ir import nodes
+from sparsedsl.tensor_ir.types import TensorType
+
+__all__ = ["bind_inputs", "bind_value", "as_container", "convert_format", "to_user"]
+
+
+# ---------------------------------------------------------------- binding
+
+def bind_inputs(program: nodes.Program, kwargs: dict) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Validate and convert a call's keyword arguments; returns (containers by input name, sizes by name)."""
+    inputs = program.inputs
+    names = [d.name for d in inputs]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        span = inputs[0].span if inputs else None
+        valid = ", ".join(names) if names else "none"
+        raise SdslInputError(
+            f"unknown input{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"the inputs of {program.name} are: {valid}", span)
+    missing = [d for d in inputs if d.name not in kwargs and d.default is None]
+    if missing:
+        listed = ", ".join(f"{d.name}: {d.type}" for d in missing)
+        raise SdslInputError(f"missing input{'s' if len(missing) > 1 else ''} {listed}", missing[0].span)
+
+    sizes: dict[str, int] = {}
+    bound_by: dict[str, str] = {}
+    bound: dict[str, Tensor] = {}
+    for decl in inputs:
+        value = kwargs[decl.name] if decl.name in kwargs else decl.default.value
+        try:
+            bound[decl.name] = bind_value(value, decl.name, decl.type, sizes, bound_by)
+        except SdslInputError as err:
+            if err.span is None:
+                raise SdslInputError(err.message, decl.span, err.notes) from None
+            raise
+    return bound, sizes
+
+
+def bind_value(value, name: str, ttype: TensorType, sizes: dict[str, int], bound_by: dict[str, str]) -> Tensor:
+    """Convert one value to ``ttype``, binding new sizes into ``sizes`` (and ``bound_by``: size -> input)."""
+    what = f"input {name}"
+    if ttype.is_scalar:
+        return _bind_scalar(value, name, ttype)
+    pattern = ttype.dtype == "bool" and ttype.format.is_sparse
+    src = as_container(value, name, ttype.dtype, sparse_target=ttype.format.is_sparse, pattern=pattern)
+    if len(src.shape) != ttype.rank:
+        raise SdslInputError(f"{what}: expected rank {ttype.rank} ({ttype}), got a value of shape {src.shape}")
+    for axis, (dim, extent) in enumerate(zip(ttype.shape, src.shape)):
+        if isinstance(dim, int):
+            if extent != dim:
+                raise SdslInputError(f"{what}: dimension {axis} must be {dim} ({ttype}), got {extent} "
+                                     f"(shape {src.shape})")
+        elif dim in sizes:
+            if sizes[dim] != extent:
+                raise SdslInputError(
+                    f"size {dim} is {sizes[dim]} from input {bound_by[dim]} but input {name} has {extent} "
+                    f"along dimension {axis} (shape {src.shape})")
+        else:
+            sizes[dim] = extent
+            bound_by[dim] = name
+    fmt = ttype.format
+    if fmt.name == "auto":
+        return src.canonical()
+    params = []
+    for k, p in enumerate(fmt.params):
+        if isinstance(p, int):
+            params.append(p)
+        elif p in sizes:
+            params.append(sizes[p])
+        elif src.format_name == fmt.name:
+            sizes[p] = src.params[k]
+            bound_by[p] = name
+            params.append(src.params[k])
+        else:
+            raise SdslInputError(
+                f"{what}: format parameter {p} of {fmt} is not fixed: pass a {fmt.name} value "
+                f"(sd.{FORMAT_CLASSES[fmt.name].__name__}{' or a scipy/torch bsr array' if fmt.name == 'bsr' else ''}) "
+                f"or bind {p} through an earlier input")
+    return convert_format(src, fmt.name, tuple(params), what)
+
+
+def _bind_scalar(value, name: str, ttype: TensorType) -> Dense:
+    what = f"input {name}"
+    if isinstance(value, Dense):
+        arr = value.values
+    elif _is_torch(value):
+        arr = torch_to_numpy(value)
+    elif isinstance(value, (bool, int, float, np.generic, np.ndarray)):
+        try:
+            arr = np.asarray(value)
+        except OverflowError:
+            raise SdslInputError(f"{what}: {value} does not fit the declared dtype {ttype.dtype}") from None
+    else:
+        raise SdslInputError(f"{what}: expected a scalar {ttype.dtype}, got a value of type {type(value).__name__}")
+    if arr.ndim != 0:
+        raise SdslInputError(f"{what}: expected a scalar {ttype.dtype}, got an array of shape {arr.shape}")
+    if arr.dtype == object:
+        raise SdslInputError(f"{what}: {value!r} does not fit the declared dtype {ttype.dtype}")
+    return Dense._raw(values=cast_input(arr, ttype.dtype, name), dtype=ttype.dtype, shape=())
+
+
+def convert_format(src: Tensor, fmt_name: str, params: tuple[int, ...], what: str) -> Tensor:
+    """``src`` (validated) as a canonical container of format ``fmt_name`` with ``params``."""
+    if src.format_name == fmt_name and tuple(src.params) == tuple(params):
+        return src.canonical()
+    return FORMAT_CLASSES[fmt_name].from_coo(src.to_coo(), tuple(params), what)
+
+
+# ---------------------------------------------------------------- user value -> container
+
+def _is_torch(value) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _is_networkx(value) -> bool:
+    nx = sys.modules.get("networkx")
+    return nx is not None and isinstance(value, nx.Graph)
+
+
+def _values(arr: np.ndarray, dtype: str, name: str, pattern: bool) -> np.ndarray:
+    """Stored values cast to ``dtype``; for a pattern, True at every stored coordinate."""
+    if pattern:
+        if arr.dtype.kind not in "biuf":
+            raise SdslInputError(f"input {name}: cannot use values of type {arr.dtype} as a bool pattern")
+        return np.ones(arr.shape, dtype=bool)
+    return cast_input(arr, dtype, name)
+
+
+def _from_dense_array(arr: np.ndarray, name: str, dtype: str, sparse_target: bool, pattern: bool) -> Tensor:
+    if arr.dtype.kind not in "biuf":
+        raise SdslInputError(f"input {name}: cannot convert values of type {arr.dtype} to the declared dtype {dtype}")
+    if not sparse_target:
+        return Dense._raw(values=cast_input(arr, dtype, name), dtype=dtype, shape=tuple(arr.shape))
+    if arr.ndim == 0:
+        raise SdslInputError(f"input {name}: expected a tensor, got a scalar")
+    nz = np.nonzero(arr)
+    coords = np.stack(nz).astype(np.int64) if nz else np.zeros((0, 0), np.int64)
+    return COO._raw(coords=coords, data=_values(arr[nz], dtype, name, pattern), shape=tuple(arr.shape), dtype=dtype)
+
+
+def as_container(value, name: str, dtype: str, sparse_target: bool = True, pattern: bool = False) -> Tensor:
+    """Wrap a user value as a validated container of ``dtype``, keeping the value's own format.
+
+    Arrays are shared, not copied, where no cast is needed; the result may be non-canonical (it comes straight
+    from the user's storage). A dense value for a ``sparse_target`` becomes a COO of its nonzeros.
+    """
+    what = f"input {name}"
+    if isinstance(value, Tensor):
+        value.validate(name)
+        if isinstance(value, Dense):
+            return _from_dense_array(value.values, name, dtype, sparse_target, pattern)
+        if value.dtype == dtype:
+            return value
+        if pattern:
+            return _pattern_of(value, name)
+        return value.astype(dtype, name)
+    if _is_scipy_sparse(value):
+        src = _from_scipy(value, name, dtype, pattern)
+    elif _is_torch(value):
+        src = _from_torch(value, name, dtype, sparse_target, pattern)
+    elif _is_networkx(value):
+        src = _from_networkx(value, name, dtype, pattern)
+    elif isinstance(value, (np.ndarray, np.generic, bool, int, float, list, tuple)):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, OverflowError) as err:
+            raise SdslInputError(f"{what}: cannot read the value as an array ({err})") from None
+        return _from_dense_array(arr, name, dtype, sparse_target, pattern)
+    else:
+        raise SdslInputError(
+            f"{what}: cannot use a value of type {type(value).__module__}.{type(value).__qualname__} "
+            "(expected a scipy.sparse matrix or array, a numpy array, a torch tensor, a networkx graph, "
+            "or a sparsedsl tensor)")
+    src.validate(name)
+    return src
+
+
+def _pattern_of(t: Tensor, name: str) -> Tensor:
+    vals = getattr(t, t.value_attr)
+    return t.replace(**{t.value_attr: _values(vals, "bool", name, True), "dtype": "bool"})
+
+
+def _is_scipy_sparse(value) -> bool:
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(value)
+
+
+def _from_scipy(m, name: str, dtype: str, pattern: bool) -> Tensor:
+    what = f"input {name}"
+    shape = tuple(int(s) for s in m.shape)
+    fmt = m.format
+    if fmt in ("csr", "csc"):
+        indptr = _index_array(m.indptr, what, "indptr")
+        indices = _index_array(m.indices, what, "indices")
+        data = np.asarray(m.data)
+        # scipy tolerates spare capacity after indptr[-1]; it is not part of the matrix
+        if indptr.ndim == 1 and indptr.size:
+            end = int(indptr[-1])
+            if 0 <= end < min(indices.shape[0], data.shape[0]):
+                indices, data = indices[:end], data[:end]
+        if indptr.dtype != indices.dtype:
+            indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
+        cls = CSR if fmt == "csr" else CSC
+        if fmt == "csc" and len(shape) != 2:
+            raise SdslInputError(f"{what}: a csc value must be two-dimensional, got shape {shape}")
+        return cls._raw(indptr=indptr, indices=indices, data=_values(data, dtype, name, pattern), shape=shape,
+                        dtype=dtype)
+    if fmt == "bsr":
+        indptr = _index_array(m.indptr, what, "indptr")
+        indices = _index_array(m.indices, what, "indices")
+        if indptr.dtype != indices.dtype:
+            indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
+        blocks = np.asarray(m.data)
+        return BSR._raw(indptr=indptr, indices=indices, blocks=_values(blocks, dtype, name, pattern), shape=shape,
+                        blocksize=tuple(int(b) for b in m.blocksize), dtype=dtype)
+    if fmt != "coo":
+        m = m.tocoo()  # lil, dok, dia: scipy's own conversion, into a new object
+    coords = np.stack([np.asarray(c) for c in m.coords]) if m.nnz or len(m.coords) else np.zeros((len(shape), 0))
+    coords = coords.reshape(len(shape), -1)
+    if coords.dtype != np.int64:
+        coords = _index_array(coords, what, "coordinates").astype(np.int64)
+    return COO._raw(coords=coords, data=_values(np.asarray(m.data), dtype, name, pattern), shape=shape, dtype=dtype)
+
+
+def _from_torch(t, name: str, dtype: str, sparse_target: bool, pattern: bool) -> Tensor:
+    import torch
+
+    what = f"input {name}"
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    layout = t.layout
+    shape = tuple(int(s) for s in t.shape)
+    if layout == torch.strided:
+        return _from_dense_array(torch_to_numpy(t), name, dtype, sparse_target, pattern)
+    if layout == torch.sparse_coo and t.dense_dim() == 0:
+        # coalesce() returns a new tensor (sorted, duplicates summed) unless t already is coalesced
+        c = t if t.is_coalesced() else t.coalesce()
+        coords = c.indices().numpy()
+        return COO._raw(coords=coords.astype(np.int64, copy=False), data=_values(torch_to_numpy(c.values()), dtype,
+                        name, pattern), shape=shape, dtype=dtype)
+    if layout in (torch.sparse_csr, torch.sparse_csc) and t.ndim == 2 and t.dense_dim() == 0:
+        if layout == torch.sparse_csr:
+            indptr, indices, cls = t.crow_indices(), t.col_indices(), CSR
+        else:
+            indptr, indices, cls = t.ccol_indices(), t.row_indices(), CSC
+        ip = _index_array(indptr.numpy(), what, "indptr")
+        ix = _index_array(indices.numpy(), what, "indices")
+        if ip.dtype != ix.dtype:
+            ip, ix = ip.astype(np.int64), ix.astype(np.int64)
+        return cls._raw(indptr=ip, indices=ix, data=_values(torch_to_numpy(t.values()), dtype, name, pattern),
+                        shape=shape, dtype=dtype)
+    if layout == torch.sparse_bsr and t.ndim == 2 and t.dense_dim() == 0:
+        ip = _index_array(t.crow_indices().numpy(), what, "indptr")
+        ix = _index_array(t.col_indices().numpy(), what, "indices")
+        if ip.dtype != ix.dtype:
+            ip, ix = ip.astype(np.int64), ix.astype(np.int64)
+        blocks = torch_to_numpy(t.values())
+        return BSR._raw(indptr=ip, indices=ix, blocks=_values(blocks, dtype, name, pattern), shape=shape,
+                        blocksize=tuple(int(b) for b in blocks.shape[1:]), dtype=dtype)
+    if layout == torch.sparse_bsc or (layout != torch.strided and t.dense_dim() == 0 and t.ndim == 2):
+        return _from_torch(t.to_sparse_coo(), name, dtype, sparse_target, pattern)
+    # batched or hybrid sparse layouts: their presence is not a coordinate set sparsedsl can hold
+    return _from_dense_array(torch_to_numpy(t.to_dense()), name, dtype, sparse_target, pattern)
+
+
+def _from_networkx(g, name: str, dtype: str, pattern: bool) -> Tensor:
+    import networkx as nx
+
+    use_pattern = pattern or dtype == "bool"
+    adj = nx.to_scipy_sparse_array(g, nodelist=list(g), weight=None if use_pattern else "weight", format="csr")
+    if use_pattern:
+        adj.data = np.ones(adj.data.shape, dtype=bool)
+    return _from_scipy(adj, name, dtype, pattern)
+
+
+# ---------------------------------------------------------------- container -> user value
+
+def to_user(tensor: Tensor, torch_like: bool = False):
+    """A result as numpy (dense; a 0-d result as a numpy scalar), scipy.sparse arrays, or torch tensors.
+
+    csr -> csr_array (rank 1: a 1-D csr_array), csc -> csc_array, coo -> coo_array (any rank),
+    bsr -> bsr_array, blockdiag -> bsr_array of its diagonal blocks, nm -> csr_array. With ``torch_like``:
+    strided / sparse_csr / sparse_csc / sparse_coo / sparse_bsr tensors (blockdiag as sparse_bsr, nm as
+    sparse_csr, a rank-1 csr as a 1-D sparse_coo); bf16 as torch.bfloat16 (numpy has no
+    bfloat16, so without ``torch_like`` bf16 comes back as float32 holding bf16 values). scipy.sparse has no
+    float16 either: f16 sparse results come back as float32 scipy arrays (exact); dense f16 stays float16.
+    """
+    if torch_like:
+        return _to_torch(tensor)
+    import scipy.sparse as sp
+
+    if isinstance(tensor, Dense):
+        return tensor.values[()] if tensor.values.ndim == 0 else tensor.values
+    vals = getattr(tensor, tensor.value_attr)
+    if vals.dtype == np.float16:
+        tensor = tensor.replace(**{tensor.value_attr: vals.astype(np.float32)})
+    if isinstance(tensor, NM):
+        tensor = CSR.from_coo(tensor.to_coo(), ())
+    if isinstance(tensor, CSR):
+        return sp.csr_array((tensor.data, tensor.indices, tensor.indptr), shape=tensor.shape)
+    if isinstance(tensor, CSC):
+        return sp.csc_array((tensor.data, tensor.indices, tensor.indptr), shape=tensor.shape)
+    if isinstance(tensor, COO):
+        c = tensor.canonical()
+        out = sp.coo_array((c.data, tuple(c.coords)), shape=c.shape)
+        out.has_canonical_format = True
+        return out
+    if isinstance(tensor, BSR):
+        return sp.bsr_array((tensor.blocks, tensor.indices, tensor.indptr), shape=tensor.shape,
+                            blocksize=tuple(tensor.blocksize))
+    if isinstance(tensor, BlockDiag):
+        b = _blockdiag_as_bsr(tensor)
+        return sp.bsr_array((b.blocks, b.indices, b.indptr), shape=b.shape, blocksize=b.blocksize)
+    raise TypeError(f"not a sparsedsl tensor: {type(tensor).__name__}")
+
+
+def _blockdiag_as_bsr(t: BlockDiag) -> BSR:
+    nb, bm, bn = t.blocks.shape
+    idx = np.arange(nb + 1, dtype=np.int32)
+    return BSR._raw(indptr=idx, indices=idx[:-1], blocks=t.blocks, shape=t.shape, blocksize=(bm, bn), dtype=t.dtype)
+
+
+def _to_torch(tensor: Tensor):
+    import torch
+
+    dt = tensor.dtype
+    if isinstance(tensor, Dense):
+        return numpy_to_torch(tensor.values, dt)
+    if isinstance(tensor, BlockDiag):
+        tensor = _blockdiag_as_bsr(tensor)
+    if isinstance(tensor, NM) or (isinstance(tensor, CSR) and tensor.ndim == 1):
+        tensor = (COO if tensor.ndim == 1 else CSR).from_coo(tensor.to_coo(), ())
+    if isinstance(tensor, CSR):
+        return torch.sparse_csr_tensor(torch.from_numpy(tensor.indptr), torch.from_numpy(tensor.indices),
+                                       numpy_to_torch(tensor.data, dt), size=tensor.shape, check_invariants=False)
+    if isinstance(tensor, CSC):
+        return torch.sparse_csc_tensor(torch.from_numpy(tensor.indptr), torch.from_numpy(tensor.indices),
+                                       numpy_to_torch(tensor.data, dt), size=tensor.shape, check_invariants=False)
+    if isinstance(tensor, COO):
+        c = tensor.canonical()
+        return torch.sparse_coo_tensor(torch.from_numpy(c.coords), numpy_to_torch(c.data, dt), size=c.shape,
+                                       is_coalesced=True, check_invariants=False)
+    if isinstance(tensor, BSR):
+        return torch.sparse_bsr_tensor(torch.from_numpy(tensor.indptr), torch.from_numpy(tensor.indices),
+                                       numpy_to_torch(tensor.blocks, dt), size=tensor.shape, check_invariants=False)
+    raise TypeError(f"not a sparsedsl tensor: {type(tensor).__name__}")
+
