@@ -17,9 +17,10 @@ class Source:
     text: str = field(repr=False)
 
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
+        # Lines are counted by "\n" alone, as the lexer counts them (splitlines would also break at \f, \u2028...).
+        lines = self.text.split("\n")
         if 1 <= lineno <= len(lines):
-            return lines[lineno - 1]
+            return lines[lineno - 1].removesuffix("\r")
         return ""
 
 
