@@ -1,0 +1,380 @@
+"""The driver: text → AST → checked tensor IR → passes → backend, and the callable a user gets back.
+
+``load``/``loads`` parse and check a file or a string and return a ``Program``; ``Program.compile(target)``
+returns a ``Kernel`` that binds keyword inputs, runs the backend's executable and converts the outputs back to
+scipy / numpy / torch (interface.md). Compilations are kept per ``Program`` instance, keyed by target and
+options; backends that generate code also cache it on disk (``sparsedsl.runtime.cache``).
+
+Backend contract (one module per target, imported lazily from ``BACKENDS``):
+
+* ``compile(program: nodes.Program, options: dict) -> Executable``; ``Executable.run(bound, sizes)`` returns the
+  outputs as runtime containers by name, ``Executable.source`` is the generated text (if any);
+* ``EMITS``: what ``sparsedsl compile`` may ask of it besides the AST and the IR — ``"loops"``
+  (``Executable.loops``, the loop IR as text), ``"code"`` (``Executable.source``) and ``"artifact"``
+  (``Executable.write(folder) -> list of paths``, the stand-alone module or trace of ``compile -o``);
+* the ``piuma`` target's executable also serves ``sparsedsl sim``: it takes the options ``config`` (a TOML
+  path) and ``set`` (parameter overrides) and writes ``write_report(path)`` (JSON) and ``write_plot(path)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from sparsedsl.core.errors import SdslError, SdslInputError, SdslNameError, SdslTargetError, SdslTypeError
+from sparsedsl.frontend import syntax
+from sparsedsl.tensor_ir import nodes
+
+__all__ = [
+    "BACKENDS", "TARGETS", "IR", "Program", "Kernel", "Outputs",
+    "load", "loads", "program_from_ast", "backend_module", "run_passes",
+]
+
+# target name -> module implementing it; imported on first use so that a missing optional dependency
+# (triton, say) only matters to the user who asks for that target.
+BACKENDS: Mapping[str, str] = MappingProxyType({
+    "ref": "sparsedsl.backends.ref",
+    "numba": "sparsedsl.backends.numba",
+    "triton": "sparsedsl.backends.triton",
+    "piuma": "sparsedsl.backends.piuma",
+})
+TARGETS: tuple[str, ...] = tuple(BACKENDS)
+
+
+def run_passes(program: nodes.Program):
+    """The optimization pipeline (``sparsedsl.passes.pipeline``): ``(program', decisions for explain)``."""
+    from sparsedsl.passes.pipeline import run_passes as pipeline
+
+    return pipeline(program)
+
+
+def backend_module(target: str):
+    """The module implementing ``target``; an unknown or unavailable target is an ``SdslTargetError``."""
+    if target not in BACKENDS:
+        raise SdslTargetError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
+    modname = BACKENDS[target]
+    try:
+        module = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name == modname:
+            raise SdslTargetError(f"target '{target}' is not available in this build") from None
+        if exc.name and not exc.name.startswith("sparsedsl"):
+            top = exc.name.split(".")[0]
+            raise SdslTargetError(
+                f"target '{target}' needs the Python package '{top}', which is not installed",
+                notes=(f"pip install 'sparsedsl[{target}]'" if target == "triton" else f"pip install {top}",),
+            ) from None
+        raise
+    if not callable(getattr(module, "compile", None)):
+        raise SdslTargetError(f"target '{target}' is not available in this build")
+    return module
+
+
+class IR:
+    """A checked tensor-IR program; ``str()`` is the textual IR (``sparsedsl compile --emit ir``)."""
+
+    def __init__(self, program: nodes.Program):
+        self.program = program
+
+    def __str__(self) -> str:
+        from sparsedsl.tensor_ir.printer import format_program
+
+        return format_program(self.program)
+
+    def __repr__(self) -> str:
+        return f"<sparsedsl IR {self.program.name!r}: {len(self.program.body)} statements>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, IR) and other.program == self.program
+
+    def __hash__(self) -> int:
+        return hash(self.program)
+
+    def __getattr__(self, name: str):
+        # decls, body, inputs, outputs, decl(...) of the underlying node, for convenience
+        if name == "program":
+            raise AttributeError(name)
+        return getattr(self.program, name)
+
+
+class Outputs(dict):
+    """Outputs by name; ``out["C"]`` and ``out.C`` are the same."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no output named {name!r} (outputs: {', '.join(self) or 'none'})") from None
+
+    def __dir__(self):
+        return [*super().__dir__(), *self.keys()]
+
+
+def _is_torch(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor can only exist if torch was imported
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+class Kernel:
+    """A program compiled for one target: call it with the inputs by name (or in declaration order)."""
+
+    def __init__(self, program: "Program", target: str, options: Mapping[str, Any], executable, ir: nodes.Program,
+                 compile_seconds: float):
+        self.program = program
+        self.target = target
+        self.options = dict(options)
+        self.executable = executable
+        self.ir = ir
+        self.compile_seconds = compile_seconds
+
+    @property
+    def source(self) -> str | None:
+        """The backend's generated text (None for a target that generates none)."""
+        return getattr(self.executable, "source", None)
+
+    def _named(self, args: tuple, inputs: dict) -> dict:
+        if not args:
+            return inputs
+        decls = self.ir.inputs
+        if len(args) > len(decls):
+            raise SdslInputError(
+                f"{self.ir.name} takes {len(decls)} input(s) ({', '.join(d.name for d in decls)}), "
+                f"{len(args)} were given", decls[-1].span if decls else None)
+        named = dict(inputs)
+        for decl, value in zip(decls, args):
+            if decl.name in named:
+                raise SdslInputError(f"input '{decl.name}' given both by position and by name", decl.span)
+            named[decl.name] = value
+        return named
+
+    def bind(self, *args, **inputs):
+        """Validate and convert the inputs: ``(bound containers by name, sizes by name)``."""
+        from sparsedsl.runtime.convert import bind_inputs
+
+        return bind_inputs(self.ir, self._named(args, inputs))
+
+    def run_tensors(self, *args, **inputs) -> dict:
+        """Run and return the outputs as sparsedsl runtime containers (``Dense``, ``CSR``, ...)."""
+        bound, sizes = self.bind(*args, **inputs)
+        results = self.executable.run(bound, sizes)
+        return {d.name: results[d.name] for d in self.ir.outputs}
+
+    def __call__(self, *args, **inputs) -> Outputs:
+        from sparsedsl.runtime.convert import to_user
+
+        named = self._named(args, inputs)
+        torch_like = any(_is_torch(v) for v in named.values())
+        tensors = self.run_tensors(**named)
+        return Outputs((name, to_user(t, torch_like)) for name, t in tensors.items())
+
+    def __repr__(self) -> str:
+        return f"<sparsedsl Kernel {self.ir.name!r} target={self.target!r}>"
+
+
+class Program:
+    """A parsed and checked program, or a module of defs (``ir is None``; use ``.function(name)``)."""
+
+    def __init__(self, ir: nodes.Program | None, module: syntax.Module | None = None, loader=None,
+                 path: str | None = None, functions: Mapping[str, "Program"] | None = None):
+        self._ir = ir
+        self.module = module
+        self.loader = loader
+        self.path = path
+        self._functions = dict(functions or {})
+        self._kernels: dict[tuple[str, str], Kernel] = {}
+
+    @property
+    def is_module(self) -> bool:
+        return self._ir is None
+
+    @property
+    def name(self) -> str:
+        return self._ir.name if self._ir is not None else (self.module.name if self.module else "<module>")
+
+    @property
+    def defs(self) -> tuple[str, ...]:
+        """Names of the defs written in this file."""
+        body = self.module.body if self.module is not None else ()
+        return tuple(s.name for s in body if isinstance(s, syntax.FuncDef))
+
+    def _program(self) -> nodes.Program:
+        if self._ir is None:
+            raise SdslTypeError(
+                f"{self.name} is a module of defs ({', '.join(self.defs) or 'none'}), not a program",
+                self.module.body[0].span if self.module is not None and self.module.body else None,
+                notes=("use .function(name) to run one of its defs, or import it from a program",))
+        return self._ir
+
+    @property
+    def inputs(self) -> tuple[nodes.Decl, ...]:
+        return self._ir.inputs if self._ir is not None else ()
+
+    @property
+    def outputs(self) -> tuple[nodes.Decl, ...]:
+        return self._ir.outputs if self._ir is not None else ()
+
+    def ir(self, optimized: bool = False) -> IR:
+        """The checked tensor IR; with ``optimized``, as the passes leave it for a backend."""
+        program = self._program()
+        return IR(run_passes(program)[0] if optimized else program)
+
+    def compile(self, target: str = "ref", **options) -> Kernel:
+        """Compile for ``target`` (``ref``, ``numba``, ``triton``, ``piuma``); repeated calls reuse the result."""
+        key = (target, repr(sorted(options.items())))
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            program = self._program()
+            backend = backend_module(target)
+            start = time.perf_counter()
+            lowered, _decisions = run_passes(program)
+            executable = backend.compile(lowered, dict(options))
+            kernel = Kernel(self, target, options, executable, lowered, time.perf_counter() - start)
+            self._kernels[key] = kernel
+        return kernel
+
+    def function(self, name: str) -> "Program":
+        """The def ``name`` of this file as a program: its parameters are the inputs, its result the output."""
+        found = self._functions.get(name)
+        if found is not None:
+            return found
+        if self.module is None:
+            raise SdslNameError(f"'{self.name}' was not built from source text and has no defs")
+        from sparsedsl.tensor_ir.check import check_function
+
+        found = Program(check_function(self.module, name, self.loader), self.module, self.loader, self.path)
+        self._functions[name] = found
+        return found
+
+    def explain(self, **inputs) -> str:
+        """Each named value's type and format and why; with inputs, also the sizes they bind."""
+        if self._ir is None:
+            lines = [f"module {self.name}"]
+            for name in self.defs:
+                lines.append(f"def {name}")
+                lines.extend(self.function(name).explain().splitlines()[1:])
+            return "\n".join(lines)
+        lines = [f"program {self.name}"]
+        if inputs:
+            from sparsedsl.runtime.convert import bind_value
+
+            # Any subset of the inputs may be given: each binds (and validates) the sizes it carries.
+            decls = {d.name: d for d in self._ir.inputs}
+            sizes: dict[str, int] = {}
+            bound_by: dict[str, str] = {}
+            for name, value in inputs.items():
+                if name not in decls:
+                    raise SdslInputError(f"{self.name} has no input named '{name}' "
+                                         f"(inputs: {', '.join(decls) or 'none'})")
+                try:
+                    bind_value(value, name, decls[name].type, sizes, bound_by)
+                except SdslInputError as err:
+                    raise SdslInputError(err.message, err.span or decls[name].span, err.notes) from None
+            if sizes:
+                lines.append("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+        lowered, decisions = run_passes(self._ir)
+        reasons = {d.subject: d.reason for d in decisions if d.kind == "format"}
+        rows = []
+        for d in lowered.decls:
+            storage = getattr(d, "storage", None)
+            shown = str(d.type) if storage is None else f"{d.type} stored as {storage}"
+            rows.append((d.name, d.kind, shown, reasons.get(d.name) or _default_reason(d)))
+        widths = [max((len(r[k]) for r in rows), default=0) for k in range(3)]
+        for name, kind, shown, reason in rows:
+            lines.append(f"  {name:<{widths[0]}}  {kind:<{widths[1]}}  {shown:<{widths[2]}}  {reason}")
+        for decision in decisions:
+            if decision.kind != "format":
+                lines.append(f"  {decision}")
+        for sched in lowered.schedules:
+            for directive in sched.directives:
+                args = ", ".join(str(a) for a in directive.args)
+                lines.append(f"  schedule {sched.target}: {directive.name} {args}  (requested by the program)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        if self._ir is None:
+            return f"<sparsedsl module {self.name!r}: defs {list(self.defs)}>"
+        return f"<sparsedsl Program {self.name!r}: inputs {[d.name for d in self.inputs]}, " \
+               f"outputs {[d.name for d in self.outputs]}>"
+
+
+def _default_reason(decl: nodes.Decl) -> str:
+    if decl.kind == "const":
+        return "compile-time constant"
+    if decl.kind != "input" and decl.type.is_scalar:
+        return "scalar"
+    return "declared"
+
+
+def _loader_for(folder: Path | None):
+    from sparsedsl.tensor_ir.loader import ModuleLoader
+
+    return ModuleLoader([folder] if folder is not None else [])
+
+
+def _is_module(module: syntax.Module) -> bool:
+    """Only defs and imports (spec § 7): a module, whose defs are called or run one at a time."""
+    return bool(module.body) and all(
+        isinstance(s, (syntax.FuncDef, syntax.Import, syntax.FromImport)) for s in module.body)
+
+
+def _build(module: syntax.Module, loader, path: str | None) -> Program:
+    from sparsedsl.tensor_ir.check import check_function, check_module
+
+    if not _is_module(module):
+        return Program(check_module(module, loader), module, loader, path)
+    # Every def is checked now, so that `sparsedsl check` and `sd.load` report a broken def at once.
+    functions = {s.name: Program(check_function(module, s.name, loader), module, loader, path)
+                 for s in module.body if isinstance(s, syntax.FuncDef)}
+    return Program(None, module, loader, path, functions)
+
+
+def loads(text: str, name: str = "inline") -> Program:
+    """Parse and check program text; ``name`` is what diagnostics call it. Imports resolve from the current
+    folder, then ``SDSL_PATH``, then the standard library."""
+    from sparsedsl.frontend.parser import parse
+
+    module = parse(text, name)
+    return _build(module, _loader_for(Path.cwd()), None)
+
+
+def _resolve(path: Path) -> Path:
+    # `sd.load("stdlib/gnn.sdsl")` (interface.md) must also work where the source tree is absent: a path that
+    # does not exist and starts with stdlib/ falls back to the installed standard library.
+    if path.exists() or not path.parts or path.parts[0] != "stdlib":
+        return path
+    candidate = resources.files("sparsedsl.stdlib").joinpath(*path.parts[1:])
+    return Path(str(candidate)) if candidate.is_file() else path
+
+
+def load(path: str | Path) -> Program:
+    """Read, parse and check a ``.sdsl`` file. Imports resolve from its folder, ``SDSL_PATH``, the stdlib."""
+    from sparsedsl.frontend.parser import parse
+
+    shown = str(path)
+    real = _resolve(Path(path))
+    try:
+        text = real.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SdslError(f"cannot read '{shown}': no such file") from None
+    except IsADirectoryError:
+        raise SdslError(f"cannot read '{shown}': it is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise SdslError(f"cannot read '{shown}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SdslError(f"cannot read '{shown}': {exc.strerror or exc}") from None
+    module = parse(text, shown)
+    return _build(module, _loader_for(real.resolve().parent), shown)
+
+
+def program_from_ast(module: syntax.Module, name: str, loader=None) -> Program:
+    """A ``Program`` from an AST built by another front end (``@sd.kernel``); ``name`` names the program."""
+    if module.name != name:
+        module = dataclasses.replace(module, name=name)
+    if loader is None:
+        loader = _loader_for(Path.cwd())
+    return _build(module, loader, None)

@@ -1,0 +1,59 @@
+"""Shared test set-up: paths, a private compilation cache per test, small graphs, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DATA = ROOT / "sparsedsl" / "data"
+
+# Property tests stay fast on the 2-core CI machine; a test that needs more examples says so itself.
+settings.register_profile("sparsedsl", deadline=None, max_examples=40)
+settings.load_profile("sparsedsl")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Compiled artifacts go to a throw-away folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("SDSL_CACHE_DIR", str(tmp_path_factory.mktemp("sdsl-cache")))
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    return EXAMPLES
+
+
+def random_graph(n: int, density: float, seed: int, symmetric: bool = False, weighted: bool = False,
+                 self_loops: bool = False) -> sp.csr_array:
+    """A random directed (or symmetric) graph as a CSR array; values 1 unless weighted (then in [1, 10))."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n, n)) < density
+    if not self_loops:
+        np.fill_diagonal(mask, False)
+    if symmetric:
+        mask = np.triu(mask, 1)
+        mask = mask | mask.T
+    values = rng.uniform(1.0, 10.0, size=(n, n)) if weighted else np.ones((n, n))
+    if symmetric and weighted:
+        values = np.triu(values, 1)
+        values = values + values.T
+    dense = np.where(mask, values, 0.0)
+    out = sp.csr_array(dense)
+    out.sort_indices()
+    return out
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m sparsedsl ARGS`` in a fresh process (as a user would) and capture its output."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    return subprocess.run([sys.executable, "-m", "sparsedsl", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
