@@ -515,3 +515,13 @@ def test_render_shows_the_line_and_a_caret():
     assert info.value.render() == (
         "p.sdsl:2:5: error: 'sum' is a keyword and cannot be used as a name\ny = sum + 2\n    ^~~"
     )
+
+
+def test_grammar_builds_in_strict_mode():
+    # strict: any shift/reduce conflict or pair of terminals that can match the same text is an error
+    from lark import Lark
+
+    from sparsedsl.frontend.parser import grammar_text
+
+    Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
+         strict=True)
