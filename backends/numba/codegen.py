@@ -1,0 +1,539 @@
+"""Loop IR → Python source for Numba.
+
+The text is a stand-alone module importing only numpy and numba: helper functions, one ``@numba.njit``
+function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off; the
+numpy error model, so division by zero gives inf/nan/0 as numpy does instead of raising), and a plain Python
+``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
+
+Every name printed comes from the loop IR, whose lowering mangled it from validated IR names; nothing is
+pasted from user text. The output is deterministic (golden-testable).
+"""
+from __future__ import annotations
+
+import math
+
+from sparsedsl.loop_ir import nodes as L
+
+NP_TYPE = {"bool": "np.bool_", "i8": "np.int8", "i32": "np.int32", "i64": "np.int64", "f32": "np.float32",
+           "f64": "np.float64"}
+# dtypes whose arithmetic Numba would widen (int32 + int32 is int64 there, numpy keeps int32): results are
+# narrowed back after every operation so that wrapping matches numpy
+_NARROW = ("i8", "i32", "f32")
+_BINARY = {"+", "-", "*", "/", "//", "%", "&", "|", "<", "<=", ">", ">=", "==", "!="}
+_FUNCS = {"exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "sqrt": "np.sqrt", "tanh": "np.tanh",
+          "sin": "np.sin", "cos": "np.cos", "floor": "np.floor", "ceil": "np.ceil", "sign": "np.sign",
+          "abs": "np.abs", "sigmoid": "_sigmoid", "silu": "_silu", "gelu": "_gelu"}
+INT64_MAX = "9223372036854775807"
+
+PRELUDE = '''\
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+_JIT = dict(cache=True, fastmath=False, error_model="numpy")
+
+
+@numba.njit(**_JIT)
+def _locate(idx, lo, hi, key):
+    """Position of key in the sorted idx[lo:hi], or -1."""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if idx[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < end and idx[lo] == key:
+        return lo
+    return -1
+
+
+@numba.njit(**_JIT)
+def _sort_segment(a, lo, hi):
+    """Sort a[lo:hi] in place: insertion sort for short runs, heapsort otherwise (numba's own sort
+    takes seconds to compile at every call site)."""
+    n = hi - lo
+    if n <= 32:
+        for t in range(lo + 1, hi):
+            x = a[t]
+            u = t - 1
+            while u >= lo and a[u] > x:
+                a[u + 1] = a[u]
+                u -= 1
+            a[u + 1] = x
+        return
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(a, lo, start, n)
+    for end in range(n - 1, 0, -1):
+        x = a[lo]
+        a[lo] = a[lo + end]
+        a[lo + end] = x
+        _sift(a, lo, 0, end)
+
+
+@numba.njit(**_JIT)
+def _sift(a, lo, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and a[lo + child + 1] > a[lo + child]:
+            child += 1
+        if a[lo + root] >= a[lo + child]:
+            return
+        x = a[lo + root]
+        a[lo + root] = a[lo + child]
+        a[lo + child] = x
+        root = child
+
+
+@numba.njit(**_JIT)
+def _max2(a, b):
+    """numpy.maximum: NaN wins."""
+    if a >= b or a != a:
+        return a
+    return b
+
+
+@numba.njit(**_JIT)
+def _min2(a, b):
+    """numpy.minimum: NaN wins."""
+    if a <= b or a != a:
+        return a
+    return b
+
+
+@numba.njit(**_JIT)
+def _sigmoid(x):
+    # two branches so that neither exponential overflows into a NaN
+    pos = 1.0 / (1.0 + np.exp(-np.abs(x)))
+    return pos if x >= 0 else 1.0 - pos
+
+
+@numba.njit(**_JIT)
+def _silu(x):
+    return x * _sigmoid(x)
+
+
+@numba.njit(**_JIT)
+def _gelu(x):
+    return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@numba.njit(**_JIT)
+def _ipow(a, b):
+    """Integer power; a negative exponent truncates toward zero like 1 / a**-b."""
+    if b < 0:
+        if a == 1:
+            return 1
+        if a == -1:
+            return -1 if (-b) % 2 == 1 else 1
+        return 0
+    r = 1
+    while b > 0:
+        if b & 1:
+            r = r * a
+        a = a * a
+        b >>= 1
+    return r
+'''
+
+
+class Printer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ws_kind: dict[str, L.Workspace] = {}
+        self.cursor_keys: dict[str, str] = {}
+
+    def line(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    # ------------------------------------------------------------ expressions
+
+    def expr(self, e: L.Expr) -> str:
+        match e:
+            case L.Var(name=n):
+                return n
+            case L.Const(value=v, dtype=dt):
+                return const(v, dt)
+            case L.Load(array=a, index=ix):
+                return f"{a}[{', '.join(self.expr(x) for x in ix)}]"
+            case L.Cast(arg=a, dtype=dt):
+                if dt == "bool":
+                    return f"({self.expr(a)} != 0)"
+                return f"{NP_TYPE[dt]}({self.expr(a)})"
+            case L.Locate(idx=idx, start=s, stop=t, key=k):
+                return f"_locate({idx}, {self.expr(s)}, {self.expr(t)}, {self.expr(k)})"
+            case L.Op():
+                return self.op(e)
+        raise TypeError(f"internal error: unknown loop-IR expression {e!r}")
+
+    def op(self, e: L.Op) -> str:
+        a = [self.expr(x) for x in e.args]
+        dt = e.dtype
+        if e.op in _BINARY:
+            text = f"({a[0]} {e.op} {a[1]})"
+            if e.op in ("<", "<=", ">", ">=", "==", "!="):
+                return text
+        elif e.op == "and":
+            return f"({a[0]} and {a[1]})"
+        elif e.op == "or":
+            return f"({a[0]} or {a[1]})"
+        elif e.op == "not":
+            return f"(not {a[0]})"
+        elif e.op == "isnan":
+            return f"({a[0]} != {a[0]})"
+        elif e.op == "select":
+            return f"({a[1]} if {a[0]} else {a[2]})"
+        elif e.op == "neg":
+            text = f"(-{a[0]})"
+        elif e.op == "max2":
+            text = f"_max2({a[0]}, {a[1]})"
+        elif e.op == "min2":
+            text = f"_min2({a[0]}, {a[1]})"
+        elif e.op == "relu":
+            text = f"_max2({a[0]}, {const(0, dt)})"
+        elif e.op == "rsqrt":
+            text = f"({const(1, dt)} / np.sqrt({a[0]}))"
+        elif e.op == "pow":
+            text = f"({a[0]} ** {a[1]})" if dt in ("f32", "f64") else f"_ipow({a[0]}, {a[1]})"
+        elif e.op in _FUNCS:
+            text = f"{_FUNCS[e.op]}({a[0]})"
+        else:
+            raise TypeError(f"internal error: unknown loop-IR operator {e.op!r}")
+        if dt in _NARROW or e.op in _FUNCS or e.op in ("pow", "rsqrt"):
+            return f"{NP_TYPE[dt]}({text})"
+        return text
+
+    # ------------------------------------------------------------ statements
+
+    def stmts(self, body, depth: int) -> None:
+        if not body:
+            self.line(depth, "pass")
+        for s in body:
+            self.stmt(s, depth)
+
+    def stmt(self, s: L.Stmt, d: int) -> None:
+        match s:
+            case L.Let(name=n, dtype=dt, value=v):
+                text = self.expr(v)
+                if dt != "bool" and not isinstance(v, L.Cast):
+                    text = f"{NP_TYPE[dt]}({text})"
+                self.line(d, f"{n} = {text}")
+            case L.Set(name=n, value=v):
+                self.line(d, f"{n} = {self.expr(v)}")
+            case L.Store(array=a, index=ix, value=v):
+                self.line(d, f"{a}[{', '.join(self.expr(x) for x in ix)}] = {self.expr(v)}")
+            case L.Alloc(name=n, dtype=dt, shape=sh, fill=f):
+                shape = "(" + ", ".join(self.expr(x) for x in sh) + ("," if len(sh) == 1 else "") + ")"
+                if f is None:
+                    self.line(d, f"{n} = np.empty({shape}, dtype={NP_TYPE[dt]})")
+                else:
+                    self.line(d, f"{n} = np.full({shape}, {self.expr(f)}, dtype={NP_TYPE[dt]})")
+            case L.If(cond=c, then=t, orelse=o):
+                self.line(d, f"if {self.expr(c)}:")
+                self.stmts(t, d + 1)
+                if o:
+                    self.line(d, "else:")
+                    self.stmts(o, d + 1)
+            case L.For(var=v, start=a, stop=b, body=bd, parallel=par):
+                rng = "prange" if par else "range"
+                self.line(d, f"for {v} in {rng}({self.expr(a)}, {self.expr(b)}):")
+                self.stmts(bd, d + 1)
+            case L.Forall():
+                self.forall(s, d)
+            case L.Workspace():
+                self.workspace(s, d)
+            case L.Reset():
+                self.reset(s, d)
+            case L.Accumulate():
+                self.accumulate(s, d)
+            case L.Compact():
+                self.compact(s, d)
+            case L.Invoke(kernel=k, args=args, results=res):
+                call = f"{k}({', '.join(args)})"
+                self.line(d, f"{', '.join(res)} = {call}" if res else call)
+            case L.PrefixSum(dst=dst, src=src):
+                self.line(d, f"{dst}[0] = 0")
+                self.line(d, f"np.cumsum({src}, out={dst}[1:])")
+            case L.Return(values=vs):
+                self.line(d, "return " + ", ".join(self.expr(v) for v in vs))
+            case L.Comment(text=t):
+                self.line(d, "# " + t.replace("\n", " "))
+            case _:
+                raise TypeError(f"internal error: unknown loop-IR statement {s!r}")
+
+    def forall(self, s: L.Forall, d: int) -> None:
+        it = s.iteration
+        v = s.var
+        for cur in it.followers:
+            self.line(d, f"{cur.pos} = {self.expr(cur.start)}")
+            self.line(d, f"{cur.name}_e = {self.expr(cur.stop)}")
+
+        def followers(depth: int) -> None:
+            for cur in it.followers:
+                self.line(depth, f"while {cur.pos} < {cur.name}_e and {cur.idx}[{cur.pos}] < {v}:")
+                self.line(depth + 1, f"{cur.pos} += 1")
+                self.line(depth, f"{cur.found} = {cur.pos} < {cur.name}_e and {cur.idx}[{cur.pos}] == {v}")
+
+        if it.kind == "dense":
+            self.line(d, f"for {v} in range({self.expr(it.extent)}):")
+            followers(d + 1)
+            self.stmts(s.body, d + 1)
+            return
+        drivers = it.drivers
+        if it.kind == "intersect" and len(drivers) == 1:
+            (cur,) = drivers
+            self.line(d, f"for {cur.pos} in range({self.expr(cur.start)}, {self.expr(cur.stop)}):")
+            self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
+            self.line(d + 1, f"{cur.found} = True")
+            followers(d + 1)
+            self.stmts(s.body, d + 1)
+            return
+        for cur in drivers:
+            self.line(d, f"{cur.pos} = {self.expr(cur.start)}")
+            self.line(d, f"{cur.name}_e = {self.expr(cur.stop)}")
+        if it.kind == "intersect":
+            live = " and ".join(f"{c.pos} < {c.name}_e" for c in drivers)
+            self.line(d, f"while {live}:")
+            for c in drivers:
+                self.line(d + 1, f"{c.name}_k = np.int64({c.idx}[{c.pos}])")
+            self.line(d + 1, f"{v} = {c_max([c.name + '_k' for c in drivers])}")
+            same = " and ".join(f"{c.name}_k == {v}" for c in drivers)
+            self.line(d + 1, f"if {same}:")
+            for c in drivers:
+                self.line(d + 2, f"{c.found} = True")
+            followers(d + 2)
+            self.stmts(s.body, d + 2)
+            for c in drivers:
+                self.line(d + 2, f"{c.pos} += 1")
+            self.line(d + 1, "else:")
+            for c in drivers:
+                self.line(d + 2, f"if {c.name}_k < {v}:")
+                self.line(d + 3, f"{c.pos} += 1")
+            return
+        live = " or ".join(f"{c.pos} < {c.name}_e" for c in drivers)
+        self.line(d, f"while {live}:")
+        self.line(d + 1, f"{v} = {INT64_MAX}")
+        for c in drivers:
+            self.line(d + 1, f"if {c.pos} < {c.name}_e and {c.idx}[{c.pos}] < {v}:")
+            self.line(d + 2, f"{v} = np.int64({c.idx}[{c.pos}])")
+        for c in drivers:
+            self.line(d + 1, f"{c.found} = {c.pos} < {c.name}_e and {c.idx}[{c.pos}] == {v}")
+        followers(d + 1)
+        self.stmts(s.body, d + 1)
+        for c in drivers:
+            self.line(d + 1, f"if {c.found}:")
+            self.line(d + 2, f"{c.pos} += 1")
+
+    # ------------------------------------------------------------ workspaces
+
+    def workspace(self, s: L.Workspace, d: int) -> None:
+        self.ws_kind[s.name] = s
+        w, dt, width = s.name, NP_TYPE[s.dtype], self.expr(s.width)
+        self.line(d, f"{w}_width = {width}")
+        self.line(d, f"{w}_n = 0")
+        self.line(d, f"{w}_stamp = 0")
+        if s.kind in ("dense", "auto"):
+            self.line(d, f"{w}_val = np.empty({w}_width, dtype={dt})")
+            self.line(d, f"{w}_mark = np.full({w}_width, -1, dtype=np.int64)")
+            self.line(d, f"{w}_list = np.empty({w}_width, dtype=np.int64)")
+            self.line(d, f"{w}_dcval = np.empty({w}_width, dtype={dt})")
+        if s.kind in ("hash", "auto"):
+            self.line(d, f"{w}_cap = 8")
+            self.line(d, f"{w}_key = np.full({w}_cap, -1, dtype=np.int64)")
+            self.line(d, f"{w}_hval = np.empty({w}_cap, dtype={dt})")
+            self.line(d, f"{w}_slot = np.empty(8, dtype=np.int64)")
+            self.line(d, f"{w}_hlist = np.empty(8, dtype=np.int64)")
+            self.line(d, f"{w}_hcval = np.empty(8, dtype={dt})")
+        if s.kind == "hash":
+            self.line(d, f"{w}_hash = True")
+        elif s.kind == "dense":
+            self.line(d, f"{w}_hash = False")
+        else:
+            self.line(d, f"{w}_hash = False")
+        # the arrays a cursor walks after Compact (rebound by every Compact: the hash buffers may grow)
+        if s.kind == "hash":
+            self.line(d, f"{w}_cidx = {w}_hlist")
+            self.line(d, f"{w}_cval = {w}_hcval")
+        else:
+            self.line(d, f"{w}_cidx = {w}_list")
+            self.line(d, f"{w}_cval = {w}_dcval")
+
+    def reset(self, s: L.Reset, d: int) -> None:
+        ws = self.ws_kind[s.ws]
+        w = s.ws
+        if ws.kind in ("hash", "auto"):
+            # clear the slots the previous row used (only if it used the hash table)
+            self.line(d, f"if {w}_hash:")
+            self.line(d + 1, f"for {w}_t in range({w}_n):")
+            self.line(d + 2, f"{w}_key[{w}_slot[{w}_t]] = -1")
+            self.line(d, f"{w}_need = min({self.expr(s.flops)}, {w}_width)")
+            if ws.kind == "auto":
+                # a row whose work is small next to the width touches few cache lines of a dense
+                # accumulator but still pays for them: hash it
+                self.line(d, f"{w}_hash = {w}_need * 32 < {w}_width")
+            self.line(d, f"if {w}_hash:")
+            self.line(d + 1, f"if {w}_cap < 2 * {w}_need:")
+            self.line(d + 2, f"while {w}_cap < 2 * {w}_need:")
+            self.line(d + 3, f"{w}_cap *= 2")
+            self.line(d + 2, f"{w}_key = np.full({w}_cap, -1, dtype=np.int64)")
+            self.line(d + 2, f"{w}_hval = np.empty({w}_cap, dtype={NP_TYPE[ws.dtype]})")
+            self.line(d + 1, f"if {w}_slot.shape[0] < {w}_need:")
+            self.line(d + 2, f"{w}_slot = np.empty({w}_need, dtype=np.int64)")
+            self.line(d + 2, f"{w}_hlist = np.empty({w}_need, dtype=np.int64)")
+            self.line(d + 2, f"{w}_hcval = np.empty({w}_need, dtype={NP_TYPE[ws.dtype]})")
+        self.line(d, f"{w}_stamp += 1")
+        self.line(d, f"{w}_n = 0")
+
+    def accumulate(self, s: L.Accumulate, d: int) -> None:
+        ws = self.ws_kind[s.ws]
+        w = s.ws
+        self.line(d, f"{w}_k = {self.expr(s.key)}")
+        if s.value is not None:
+            self.line(d, f"{w}_v = {self.expr(s.value)}")
+        if ws.kind == "auto":
+            self.line(d, f"if {w}_hash:")
+            self.accumulate_hash(s, d + 1)
+            self.line(d, "else:")
+            self.accumulate_dense(s, d + 1)
+        elif ws.kind == "hash":
+            self.accumulate_hash(s, d)
+        else:
+            self.accumulate_dense(s, d)
+
+    def accumulate_dense(self, s: L.Accumulate, d: int) -> None:
+        w = s.ws
+        self.line(d, f"if {w}_mark[{w}_k] != {w}_stamp:")
+        self.line(d + 1, f"{w}_mark[{w}_k] = {w}_stamp")
+        self.line(d + 1, f"{w}_list[{w}_n] = {w}_k")
+        self.line(d + 1, f"{w}_n += 1")
+        if s.value is not None:
+            self.line(d + 1, f"{w}_val[{w}_k] = {w}_v")
+            self.line(d, "else:")
+            self.line(d + 1, f"{w}_val[{w}_k] = {combine(s.op, f'{w}_val[{w}_k]', f'{w}_v', self.ws_kind[w].dtype)}")
+
+    def accumulate_hash(self, s: L.Accumulate, d: int) -> None:
+        w = s.ws
+        self.line(d, f"{w}_h = ({w}_k * 2654435761) & ({w}_cap - 1)")
+        self.line(d, f"while {w}_key[{w}_h] != -1 and {w}_key[{w}_h] != {w}_k:")
+        self.line(d + 1, f"{w}_h = ({w}_h + 1) & ({w}_cap - 1)")
+        self.line(d, f"if {w}_key[{w}_h] == -1:")
+        self.line(d + 1, f"{w}_key[{w}_h] = {w}_k")
+        self.line(d + 1, f"{w}_slot[{w}_n] = {w}_h")
+        self.line(d + 1, f"{w}_hlist[{w}_n] = {w}_k")
+        self.line(d + 1, f"{w}_n += 1")
+        if s.value is not None:
+            self.line(d + 1, f"{w}_hval[{w}_h] = {w}_v")
+            self.line(d, "else:")
+            self.line(d + 1, f"{w}_hval[{w}_h] = {combine(s.op, f'{w}_hval[{w}_h]', f'{w}_v', self.ws_kind[w].dtype)}")
+
+    def compact(self, s: L.Compact, d: int) -> None:
+        ws = self.ws_kind[s.ws]
+        w = s.ws
+        if ws.kind == "auto":
+            self.line(d, f"if {w}_hash:")
+            self.compact_hash(s, d + 1)
+            self.line(d + 1, f"{w}_cidx = {w}_hlist")
+            self.line(d + 1, f"{w}_cval = {w}_hcval")
+            self.line(d, "else:")
+            self.compact_dense(s, d + 1)
+            self.line(d + 1, f"{w}_cidx = {w}_list")
+            self.line(d + 1, f"{w}_cval = {w}_dcval")
+        elif ws.kind == "hash":
+            self.compact_hash(s, d)
+            # the hash arrays may have been reallocated by Reset
+            self.line(d, f"{w}_cidx = {w}_hlist")
+            self.line(d, f"{w}_cval = {w}_hcval")
+        else:
+            self.compact_dense(s, d)
+
+    def compact_dense(self, s: L.Compact, d: int) -> None:
+        w = s.ws
+        self.line(d, f"_sort_segment({w}_list, 0, {w}_n)")
+        if s.values:
+            self.line(d, f"for {w}_t in range({w}_n):")
+            self.line(d + 1, f"{w}_dcval[{w}_t] = {w}_val[{w}_list[{w}_t]]")
+
+    def compact_hash(self, s: L.Compact, d: int) -> None:
+        w = s.ws
+        self.line(d, f"_sort_segment({w}_hlist, 0, {w}_n)")
+        if s.values:
+            self.line(d, f"for {w}_t in range({w}_n):")
+            self.line(d + 1, f"{w}_k = {w}_hlist[{w}_t]")
+            self.line(d + 1, f"{w}_h = ({w}_k * 2654435761) & ({w}_cap - 1)")
+            self.line(d + 1, f"while {w}_key[{w}_h] != {w}_k:")
+            self.line(d + 2, f"{w}_h = ({w}_h + 1) & ({w}_cap - 1)")
+            self.line(d + 1, f"{w}_hcval[{w}_t] = {w}_hval[{w}_h]")
+
+
+def combine(op: str, acc: str, x: str, dtype: str) -> str:
+    narrow = dtype in _NARROW
+    match op:
+        case "sum" | "count":
+            text = f"{acc} + {x}"
+        case "prod":
+            text = f"{acc} * {x}"
+        case "max":
+            return f"_max2({acc}, {x})"
+        case "min":
+            return f"_min2({acc}, {x})"
+        case "any":
+            return f"{acc} or {x}"
+        case "all":
+            return f"{acc} and {x}"
+        case _:
+            raise TypeError(f"internal error: workspace operator {op!r}")
+    return f"{NP_TYPE[dtype]}({text})" if narrow else text
+
+
+def c_max(names: list[str]) -> str:
+    out = names[0]
+    for n in names[1:]:
+        out = f"max({out}, {n})"
+    return out
+
+
+def const(v, dtype: str) -> str:
+    if dtype == "bool":
+        return "True" if v else "False"
+    if dtype in ("f32", "f64"):
+        f = float(v)
+        if math.isnan(f):
+            text = "np.nan"
+        elif math.isinf(f):
+            text = "np.inf" if f > 0 else "-np.inf"
+        else:
+            text = repr(f)
+        return text if dtype == "f64" else f"np.float32({text})"
+    iv = int(v)
+    return str(iv) if dtype == "i64" else f"{NP_TYPE[dtype]}({iv})"
+
+
+def render_module(module: L.Module, header: str = "") -> str:
+    """The Python source of ``module``."""
+    p = Printer()
+    if header:
+        for line in header.splitlines():
+            p.line(0, "# " + line)
+    p.lines.append(PRELUDE)
+    for k in module.kernels:
+        p.line(0, "")
+        p.line(0, "")
+        par = "True" if k.parallel else "False"
+        p.line(0, f"@numba.njit(parallel={par}, **_JIT)")
+        p.line(0, f"def {k.name}({', '.join(k.params)}):")
+        p.ws_kind = {}
+        p.stmts(k.body, 1)
+    p.line(0, "")
+    p.line(0, "")
+    p.line(0, f"def run({', '.join(q.name for q in module.params)}):")
+    # read here, not inside a kernel: a kernel calling numba.get_num_threads() cannot be cached
+    p.line(1, "nthreads = numba.get_num_threads()")
+    p.stmts(module.host, 1)
+    items = ", ".join(f"{r.tensor!r}: ({', '.join(r.arrays)}{',' if len(r.arrays) == 1 else ''})"
+                      for r in module.results)
+    p.line(1, f"return {{{items}}}")
+    return "\n".join(p.lines) + "\n"

@@ -1,0 +1,1312 @@
+"""Lowering: tensor IR → loop IR.
+
+The loops are derived from the index structure of each statement, never from which named kernel it is:
+
+* the output's free index variables become nested levels in left-hand order; the outermost dense level is
+  split into chunks distributed over threads (per-thread workspaces live in a chunk);
+* at every level, the iteration over the level's variable ``v`` comes from a *presence lattice* of the
+  expression (spec § 5): a compressed operand whose row is already bound (``A[i, v]`` with ``i`` bound, or a
+  compacted workspace) is a leaf; intersection operators and ``where`` combine with "and", union operators
+  with "or", everything else (dense operands, complements, values) is "all". The loop enumerates a superset
+  of the coordinates where the expression can be present — the intersection of the leaves every present
+  coordinate needs, else the union of the leaves, else the dense range — and presence is then evaluated
+  exactly at each coordinate. So a mask or an intersection drives the loop and masked-out work is never done;
+* a reduction evaluated at a point loops over its own variables the same way (sorted intersection of
+  ``L[i, k]`` and ``L[j, k]`` for the masked product of triangle counting, a row walk for SpMV, a dense
+  range over ``d`` for SDDMM);
+* a reduction with a free variable ``v`` whose operands are stored with a reduction variable before ``v``
+  (``sum[k] A[i, k] * B[k, j]``: ``B`` is row-major in ``k``) is evaluated row-wise (Gustavson) into a
+  workspace keyed by ``v`` before the loop over ``v``, unless an operand outside it already drives that loop
+  (then it is evaluated only at the driven coordinates); the compacted workspace is then a leaf like a
+  compressed row;
+* ``softmax[v]`` computes its row statistics (max, sum of exponentials) in passes before the loop over ``v``;
+  reductions that do not depend on ``v`` are hoisted before it;
+* sparse outputs are assembled in two phases: a symbolic kernel counts each row's entries (values are not
+  computed unless presence reads them), a prefix sum gives the row pointer, a numeric kernel fills.
+
+Anything outside this is refused with ``SdslTargetError`` naming the statement and the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from sparsedsl.core.errors import SdslTargetError
+from sparsedsl.core.names import NameSupply, mangle
+from sparsedsl.loop_ir import nodes as L
+from sparsedsl.tensor_ir import nodes as T
+from sparsedsl.tensor_ir.types import FLOAT_DTYPES, Dim, is_float, is_int, promote
+
+SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f32", "f64")
+# reductions a keyed workspace can accumulate (the others are evaluated at each output coordinate)
+WORKSPACE_REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "count")
+ACCUMULATORS = ("dense", "hash", "auto")
+
+TRUE = L.Const(True, "bool")
+FALSE = L.Const(False, "bool")
+I64_ZERO = L.Const(0, "i64")
+I64_ONE = L.Const(1, "i64")
+
+
+class Refused(Exception):
+    """Raised inside lowering; turned into an SdslTargetError carrying the statement's span."""
+
+
+# ---------------------------------------------------------------- storage of named values
+
+@dataclass(frozen=True)
+class Storage:
+    """How a named tensor is laid out at run time.
+
+    kind: ``scalar`` (a value), ``dense`` (an array, every entry present), ``bitmap`` (values + presence
+    array, for rank-1 sparse values), ``csr`` (row pointer, column indices, values).
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def val(self) -> str:
+        return mangle(self.name, "s_") if self.kind == "scalar" else mangle(self.name, "val_")
+
+    @property
+    def ptr(self) -> str:
+        return mangle(self.name, "ptr_")
+
+    @property
+    def idx(self) -> str:
+        return mangle(self.name, "idx_")
+
+    @property
+    def mask(self) -> str:
+        return mangle(self.name, "mask_")
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return tuple(name for name, _role in self.roles)
+
+    @property
+    def roles(self) -> tuple[tuple[str, str], ...]:
+        return {"scalar": ((self.val, "scalar"),), "dense": ((self.val, "val"),),
+                "bitmap": ((self.val, "val"), (self.mask, "mask")),
+                "csr": ((self.ptr, "ptr"), (self.idx, "idx"), (self.val, "val"))}[self.kind]
+
+
+def size_name(name: str) -> str:
+    return mangle(name, "n_")
+
+
+def index_name(var: str) -> str:
+    return mangle(var, "x_")
+
+
+def dim_expr(d: Dim) -> L.Expr:
+    return L.Var(size_name(d)) if isinstance(d, str) else L.Const(int(d), "i64")
+
+
+# ---------------------------------------------------------------- presence lattice
+
+@dataclass(frozen=True)
+class Lat:
+    kind: str  # all | leaf | and | or
+    leaf: object = None
+    parts: tuple["Lat", ...] = ()
+
+
+ALL = Lat("all")
+
+
+def lat_and(parts) -> Lat:
+    flat: list[Lat] = []
+    for p in parts:
+        if p.kind == "and":
+            flat.extend(p.parts)
+        elif p.kind != "all":
+            flat.append(p)
+    if not flat:
+        return ALL
+    return flat[0] if len(flat) == 1 else Lat("and", parts=tuple(flat))
+
+
+def lat_or(parts) -> Lat:
+    flat: list[Lat] = []
+    for p in parts:
+        if p.kind == "all":
+            return ALL
+        flat.extend(p.parts if p.kind == "or" else (p,))
+    if not flat:
+        return ALL
+    return flat[0] if len(flat) == 1 else Lat("or", parts=tuple(flat))
+
+
+def _required(lat: Lat) -> list:
+    """Leaves every present coordinate needs."""
+    if lat.kind == "leaf":
+        return [lat.leaf]
+    if lat.kind == "and":
+        out: list = []
+        for p in lat.parts:
+            out.extend(x for x in _required(p) if x not in out)
+        return out
+    if lat.kind == "or":
+        sets = [_required(p) for p in lat.parts]
+        return [x for x in sets[0] if all(x in s for s in sets[1:])]
+    return []
+
+
+def _leaves(lat: Lat) -> list:
+    if lat.kind == "leaf":
+        return [lat.leaf]
+    out: list = []
+    for p in lat.parts:
+        out.extend(x for x in _leaves(p) if x not in out)
+    return out
+
+
+@dataclass(frozen=True)
+class WsLeaf:
+    """A compacted workspace standing for a reduction (a sorted sparse vector over the level's variable)."""
+
+    ws: str
+
+
+# ---------------------------------------------------------------- lowering context
+
+@dataclass(frozen=True)
+class Ctx:
+    bound: tuple[str, ...] = ()
+    cursors: dict = field(default_factory=dict)  # leaf -> (Cursor, always found)
+    values: dict = field(default_factory=dict)  # hoisted T.Expr -> (value, presence)
+    workspaces: dict = field(default_factory=dict)  # T.Reduce -> workspace name
+    softmax: dict = field(default_factory=dict)  # T.Softmax -> (shift var, sum var)
+    pattern: bool = False  # symbolic phase: only presence is needed
+
+    def with_(self, **kw) -> "Ctx":
+        return replace(self, **kw)
+
+
+def _walk(e: T.Expr):
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        yield x
+        stack.extend(reversed(T.children(x)))
+
+
+def _positions_vars(e: T.Expr) -> set[str]:
+    return set(T.free_indices(e))
+
+
+# ---------------------------------------------------------------- the lowerer
+
+class Lowerer:
+    def __init__(self, program: T.Program, options: dict | None = None):
+        self.program = program
+        self.options = dict(options or {})
+        self.decls = {d.name: d for d in program.decls}
+        self.names = NameSupply(("np", "numba", "prange", "run", "math"))
+        self.storage: dict[str, Storage] = {}
+        self.kernels: list[L.Kernel] = []
+        self.host: list[L.Stmt] = []
+        self.params: list[L.Param] = []
+        self._top: list[L.Stmt] = []
+        self._prologue: list[L.Stmt] | None = None
+        self._parallel = False
+        for d in program.decls:
+            if d.kind == "input":
+                self.storage[d.name] = self.input_storage(d)
+        for d in program.decls:
+            if d.kind == "const" and d.default is not None:
+                self.storage[d.name] = Storage(d.name, "scalar", d.type.dtype, ())
+
+    # ------------------------------------------------------------ storage decisions
+
+    def input_storage(self, d: T.Decl) -> Storage:
+        t = d.type
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise SdslTargetError(f"the numba target does not support dtype {t.dtype} yet (input '{d.name}')",
+                                  d.span)
+        if t.rank == 0:
+            kind = "scalar"
+        elif t.format.is_dense:
+            kind = "dense"
+        elif t.rank == 1:
+            kind = "bitmap"
+        elif t.rank == 2:
+            kind = "csr"
+        else:
+            raise SdslTargetError(f"the numba target cannot take a sparse input of rank {t.rank} "
+                                  f"('{d.name}': {t})", d.span)
+        return Storage(d.name, kind, t.dtype, t.shape)
+
+    def result_storage(self, st: T.Assign, decl: T.Decl | None) -> Storage:
+        dtype = decl.type.dtype if decl is not None else st.value.dtype
+        shape = decl.type.shape if decl is not None else tuple(st.range_of(v) for v in st.idx)
+        fmt = decl.type.format if decl is not None else None
+        rank = len(st.idx)
+        if dtype not in SUPPORTED_DTYPES:
+            raise Refused(f"dtype {dtype} is not supported by the numba target yet")
+        if rank == 0:
+            return Storage(st.target, "scalar", dtype, ())
+        full = self.static_full(st.value)
+        if fmt is not None and fmt.is_dense:
+            return Storage(st.target, "dense", dtype, shape)
+        if full and (fmt is None or fmt.name == "auto"):
+            return Storage(st.target, "dense", dtype, shape)
+        if rank == 1:
+            return Storage(st.target, "bitmap", dtype, shape)
+        if rank == 2:
+            return Storage(st.target, "csr", dtype, shape)
+        raise Refused(f"a sparse result of rank {rank} is not supported by the numba target yet")
+
+    def static_full(self, e: T.Expr) -> bool:
+        """Present at every coordinate, whatever the inputs hold."""
+        match e:
+            case T.Lit() | T.IndexVal() | T.ScalarRef():
+                return True
+            case T.Access(tensor=t, pos=pos):
+                s = self.storage.get(t)
+                return s is not None and s.kind in ("dense", "scalar") and all(
+                    isinstance(p, T.IndexVal) for p in pos)
+            case T.Binary(op=op, lhs=a, rhs=b):
+                if op in T.UNION_OPS:
+                    want = set(T.free_indices(e))
+                    full_ops = [x for x in (a, b) if want <= set(T.free_indices(x))]
+                    if full_ops:
+                        return any(self.static_full(x) for x in full_ops)
+                return self.static_full(a) and self.static_full(b)
+            case T.Unary(operand=a) | T.Cast(operand=a):
+                return self.static_full(a)
+            case T.Call(fn=fn, args=args):
+                if fn in T.UNION_FUNCS and len(args) == 2:
+                    want = set(T.free_indices(e))
+                    full_ops = [x for x in args if want <= set(T.free_indices(x))]
+                    if full_ops:
+                        return any(self.static_full(x) for x in full_ops)
+                return all(self.static_full(x) for x in args)
+            case T.Reduce(body=b):
+                return not T.free_indices(e) or self.static_full(b)
+            case T.Softmax(body=b):
+                return self.static_full(b)
+            case T.Fill():
+                return True
+        return False
+
+    # ------------------------------------------------------------ program
+
+    def lower(self) -> L.Module:
+        for d in self.program.inputs:
+            s = self.storage[d.name]
+            for a, role in s.roles:
+                self.params.append(L.Param(a, s.kind, role, s.dtype, d.name, span=d.span))
+        for d in self.program.decls:
+            if d.kind == "const" and d.default is not None:
+                s = self.storage[d.name]
+                self.params.append(L.Param(s.val, "scalar", "scalar", s.dtype, d.name, span=d.span))
+        for size in self._sizes():
+            self.params.append(L.Param(size_name(size), "size", "size", "i64", size))
+        for st in self.program.body:
+            self.statement(st)
+        results = []
+        for d in self.program.outputs:
+            s = self.storage.get(d.name)
+            if s is None:
+                raise SdslTargetError(f"output '{d.name}' is never assigned", d.span)
+            results.append(L.Result(d.name, s.kind, s.dtype, s.arrays, span=d.span))
+        return L.Module(self.program.name, tuple(self.params), tuple(self.kernels), tuple(self.host),
+                        tuple(results), span=self.program.span)
+
+    def _sizes(self) -> list[str]:
+        """Every size name the program mentions (declared sizes, shapes, ranges and size values)."""
+        out = list(self.program.sizes)
+
+        def add(d):
+            if isinstance(d, str) and d not in out:
+                out.append(d)
+
+        for d in self.program.decls:
+            for x in d.type.shape:
+                add(x)
+        for st in _all_assigns(self.program.body):
+            for _v, dim in st.ranges:
+                add(dim)
+            for x in _walk(st.value):
+                if isinstance(x, T.ScalarRef) and x.is_size:
+                    add(x.name)
+        return out
+
+    def statement(self, st: T.Stmt) -> None:
+        if isinstance(st, T.Repeat):
+            raise SdslTargetError("the numba target cannot compute repeat blocks yet", st.span)
+        assert isinstance(st, T.Assign)
+        try:
+            self.assign(st)
+        except Refused as exc:
+            raise SdslTargetError(f"the numba target cannot compute this statement: {exc}", st.span) from None
+
+    def precheck(self, st: T.Assign) -> None:
+        if st.op != "=":
+            raise Refused(f"accumulating assignment '{st.op}' is not supported yet")
+        if st.target in self.storage:
+            raise Refused(f"'{st.target}' is assigned twice")
+        for x in _walk(st.value):
+            if isinstance(x, T.TopK):
+                raise Refused("topk/bottomk patterns are not supported yet")
+            dt = getattr(x, "dtype", None)
+            if isinstance(dt, str) and dt not in SUPPORTED_DTYPES:
+                raise Refused(f"dtype {dt} is not supported yet")
+            if isinstance(x, T.Access):
+                s = self.storage.get(x.tensor)
+                if s is None:
+                    raise Refused(f"'{x.tensor}' is read before it is computed")
+            if isinstance(x, T.ScalarRef) and not x.is_size and x.name not in self.storage:
+                raise Refused(f"'{x.name}' is read before it is computed")
+            if isinstance(x, T.Softmax) and x.var in st.idx and st.idx.index(x.var) != len(st.idx) - 1:
+                # stats must be complete before the coordinates along x.var are visited, which holds for the
+                # innermost level (and for reductions); an outer level would need a transposed pass
+                raise Refused(f"softmax along '{x.var}', which is not the innermost index of the result")
+
+    def accumulator(self, target: str) -> str:
+        forced = self.options.get("accumulator")
+        if forced is not None:
+            if forced not in ACCUMULATORS:
+                raise SdslTargetError(f"unknown accumulator option {forced!r} (one of {', '.join(ACCUMULATORS)})")
+            return forced
+        for sch in self.program.schedules:
+            if sch.target == target:
+                for dr in sch.directives:
+                    if dr.name == "accumulator" and dr.args:
+                        kind = str(dr.args[0])
+                        if kind not in ACCUMULATORS:
+                            raise SdslTargetError(
+                                f"the numba target does not implement the '{kind}' accumulator yet "
+                                f"(available: {', '.join(ACCUMULATORS)})", dr.span or sch.span)
+                        return kind
+        return "auto"
+
+    # ------------------------------------------------------------ one statement
+
+    def assign(self, st: T.Assign) -> None:
+        self.precheck(st)
+        decl = self.decls.get(st.target)
+        out = self.result_storage(st, decl)
+        self.ranges = {v: dim_expr(d) for v, d in st.ranges}
+        self.stmt = st
+        self.acc_kind = self.accumulator(st.target)
+        for v in st.idx:
+            if v not in self.ranges:
+                self.ranges[v] = dim_expr(out.shape[st.idx.index(v)])
+        base = self.names.fresh(f"k{len(self.kernels)}_{st.target}")
+        fill = self.fill_value(decl, out)
+        shape = tuple(dim_expr(d) for d in out.shape)
+        if out.kind == "scalar":
+            def scalar_body() -> list[L.Stmt]:
+                body: list[L.Stmt] = []
+                val, pres = self.ev(st.value, Ctx(), body)
+                if pres != TRUE:
+                    if decl is None or decl.kind != "output":
+                        raise Refused("a scalar that may be absent is not supported yet")
+                    val = L.Op("select", (pres, val, fill), out.dtype)
+                body.append(L.Return((self.cast(val, out.dtype),)))
+                return body
+
+            self.add_kernel(base, self.kernel_body(scalar_body), False, st)
+            self.host.append(L.Invoke(base, self.kernel_params(base), (out.val,), span=st.span))
+        elif out.kind == "csr":
+            nnz_name = self.names.fresh("w_rownnz")
+            self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
+            count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
+            self.add_kernel(base + "_count", count, self._parallel, st)
+            self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
+            self.host.append(L.Alloc(out.ptr, "i64", (L.Op("+", (shape[0], I64_ONE), "i64"),), span=st.span))
+            self.host.append(L.PrefixSum(out.ptr, nnz_name, span=st.span))
+            total = L.Load(out.ptr, (shape[0],))
+            self.host.append(L.Alloc(out.idx, "i64", (total,), span=st.span))
+            self.host.append(L.Alloc(out.val, out.dtype, (total,), span=st.span))
+            fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
+            self.add_kernel(base + "_fill", fill_body, self._parallel, st)
+            self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+        else:
+            self.host.append(L.Alloc(out.val, out.dtype, shape, fill, span=st.span))
+            if out.kind == "bitmap":
+                self.host.append(L.Alloc(out.mask, "bool", shape, FALSE, span=st.span))
+            body = self.kernel_body(lambda: self.levels(st, out, "store", None))
+            self.add_kernel(base, body, self._parallel, st)
+            self.host.append(L.Invoke(base, self.kernel_params(base), span=st.span))
+        self.storage[st.target] = out
+
+    def fill_value(self, decl: T.Decl | None, out: Storage) -> L.Expr:
+        if decl is not None and decl.kind == "output" and decl.fill is not None:
+            return self.cast(L.Const(decl.fill.value, decl.fill.dtype), out.dtype)
+        return self.cast(L.Const(0, "i64"), out.dtype)
+
+    def kernel_body(self, build) -> list[L.Stmt]:
+        """A kernel's statements: workspaces allocated once at its start, then what ``build`` emits."""
+        self._top = []
+        self._prologue = None
+        self._parallel = False
+        body = build()
+        return self._top + body
+
+    def add_kernel(self, name: str, body: list[L.Stmt], parallel: bool, st: T.Assign) -> None:
+        params = tuple(sorted(_free_names(body)))
+        self.kernels.append(L.Kernel(name, params, tuple(body), parallel, span=st.span))
+
+    def kernel_params(self, name: str) -> tuple[str, ...]:
+        return next(k.params for k in self.kernels if k.name == name)
+
+    # ------------------------------------------------------------ output levels
+
+    def levels(self, st: T.Assign, out: Storage, phase: str, nnz_name: str | None) -> list[L.Stmt]:
+        """The loop nest over the result's free variables; ``phase`` is count, fill or store."""
+        # the symbolic phase skips values only when presence cannot depend on them (no value mask): it must
+        # count exactly the entries the numeric phase writes
+        ctx = Ctx(pattern=(phase == "count" and not _reads_values(st.value)))
+        body: list[L.Stmt] = []
+        idx = st.idx
+        count_var = self.names.fresh("w_cnt")
+        pos_var = self.names.fresh("w_pos")
+
+        def emit_point(c: Ctx, block: list[L.Stmt]) -> None:
+            val, pres = self.ev(st.value, c, block)
+            action: list[L.Stmt] = []
+            coords = tuple(L.Var(index_name(v)) for v in idx)
+            if phase == "count":
+                action.append(L.Set(count_var, L.Op("+", (L.Var(count_var), I64_ONE), "i64")))
+            elif phase == "fill":
+                action.append(L.Store(out.idx, (L.Var(pos_var),), coords[-1]))
+                action.append(L.Store(out.val, (L.Var(pos_var),), self.cast(val, out.dtype)))
+                action.append(L.Set(pos_var, L.Op("+", (L.Var(pos_var), I64_ONE), "i64")))
+            else:
+                action.append(L.Store(out.val, coords, self.cast(val, out.dtype)))
+                if out.kind == "bitmap":
+                    action.append(L.Store(out.mask, coords, TRUE))
+            block.extend(_guard(pres, action))
+
+        def level(depth: int, c: Ctx, block: list[L.Stmt]) -> None:
+            v = idx[depth]
+            last = depth == len(idx) - 1
+
+            def inner(c2: Ctx, b2: list[L.Stmt]) -> None:
+                if last:
+                    emit_point(c2, b2)
+                    return
+                if out.kind == "csr" and depth == len(idx) - 2:
+                    row = L.Var(index_name(v))
+                    if phase == "count":
+                        b2.append(L.Let(count_var, "i64", I64_ZERO))
+                    else:
+                        b2.append(L.Let(pos_var, "i64", L.Load(out.ptr, (row,))))
+                    level(depth + 1, c2, b2)
+                    if phase == "count":
+                        b2.append(L.Store(nnz_name, (row,), L.Var(count_var)))
+                    return
+                level(depth + 1, c2, b2)
+
+            self.forall(v, [st.value], c, block, inner, outer=(depth == 0))
+
+        if not idx:
+            emit_point(ctx, body)
+        else:
+            level(0, ctx, body)
+        return body
+
+    # ------------------------------------------------------------ loops
+
+    def lattice(self, e: T.Expr, v: str, c: Ctx) -> Lat:
+        if e in c.values:
+            return ALL
+        match e:
+            case T.Access():
+                if self.walkable(e, v, c):
+                    return Lat("leaf", e)
+                return ALL
+            case T.Binary(op=op, lhs=a, rhs=b):
+                if op in T.UNION_OPS:
+                    return self.union_lattice(e, (a, b), v, c)
+                return lat_and([self.lattice(a, v, c), self.lattice(b, v, c)])
+            case T.Unary(operand=a) | T.Cast(operand=a):
+                return self.lattice(a, v, c)
+            case T.Call(fn=fn, args=args):
+                if fn in T.UNION_FUNCS and len(args) == 2:
+                    return self.union_lattice(e, args, v, c)
+                return lat_and([self.lattice(a, v, c) for a in args])
+            case T.Reduce(body=b):
+                if e in c.workspaces:
+                    return Lat("leaf", WsLeaf(c.workspaces[e]))
+                if v in T.free_indices(e):
+                    return self.lattice(b, v, c)
+                return ALL
+            case T.Softmax(body=b):
+                return self.lattice(b, v, c)
+            case T.Where(body=b, mask=m):
+                return lat_and([self.lattice(b, v, c), self.mask_lattice(m, v, c)])
+        return ALL
+
+    def union_lattice(self, e: T.Expr, operands, v: str, c: Ctx) -> Lat:
+        want = set(T.free_indices(e))
+        full = [x for x in operands if want <= set(T.free_indices(x))]
+        if full:
+            return lat_or([self.lattice(x, v, c) for x in full])
+        return lat_and([self.lattice(x, v, c) for x in operands])
+
+    def mask_lattice(self, m: T.Mask, v: str, c: Ctx) -> Lat:
+        match m:
+            case T.MaskPresent(expr=x) | T.MaskValue(expr=x):
+                return self.lattice(x, v, c)
+            case T.MaskAnd(lhs=a, rhs=b):
+                return lat_and([self.mask_lattice(a, v, c), self.mask_lattice(b, v, c)])
+            case T.MaskOr(lhs=a, rhs=b):
+                return lat_or([self.mask_lattice(a, v, c), self.mask_lattice(b, v, c)])
+        return ALL
+
+    def walkable(self, e: T.Access, v: str, c: Ctx) -> bool:
+        """``A[r, v]`` of a CSR tensor with the row a plain variable already bound: a compressed-row walk."""
+        s = self.storage[e.tensor]
+        if s.kind != "csr" or len(e.pos) != 2:
+            return False
+        row, col = e.pos
+        return (isinstance(col, T.IndexVal) and col.var == v and isinstance(row, T.IndexVal)
+                and row.var in c.bound and row.var != v)
+
+    def leaves_in(self, exprs, v: str, c: Ctx) -> list:
+        out: list = []
+        stack = list(exprs)
+        while stack:
+            x = stack.pop()
+            if x in c.values:
+                continue
+            if isinstance(x, T.Reduce) and x in c.workspaces:
+                leaf = WsLeaf(c.workspaces[x])
+                if leaf not in out:
+                    out.append(leaf)
+                continue
+            if isinstance(x, T.Access) and self.walkable(x, v, c) and x not in out:
+                out.append(x)
+            stack.extend(T.children(x))
+        return out
+
+    def cursor_for(self, leaf, c: Ctx) -> L.Cursor:
+        name = self.names.fresh("w_c")
+        if isinstance(leaf, WsLeaf):
+            return L.Cursor(name, leaf.ws + "_cidx", I64_ZERO, L.Var(leaf.ws + "_n"))
+        s = self.storage[leaf.tensor]
+        row = L.Var(index_name(leaf.pos[0].var))
+        return L.Cursor(name, s.idx, L.Load(s.ptr, (row,)),
+                        L.Load(s.ptr, (L.Op("+", (row, I64_ONE), "i64"),)))
+
+    def forall(self, v: str, exprs, c: Ctx, block: list[L.Stmt], inner, outer: bool = False) -> None:
+        """A loop over ``v`` evaluating ``exprs`` at each coordinate (see the module docstring)."""
+        c = self.hoist(v, exprs, c, block)
+        lat = lat_and([self.lattice(e, v, c) for e in exprs])
+        leaves = self.leaves_in(exprs, v, c)
+        if lat.kind == "all":
+            kind, drivers = "dense", []
+        else:
+            req = _required(lat)
+            kind, drivers = ("intersect", req) if req else ("union", _leaves(lat))
+        followers = [x for x in leaves if x not in drivers]
+        cursors = dict(c.cursors)
+        dcur = []
+        for leaf in drivers:
+            cur = self.cursor_for(leaf, c)
+            cursors[leaf] = (cur, kind == "intersect")
+            dcur.append(cur)
+        fcur = []
+        for leaf in followers:
+            cur = self.cursor_for(leaf, c)
+            cursors[leaf] = (cur, False)
+            fcur.append(cur)
+        c2 = c.with_(bound=c.bound + (v,), cursors=cursors)
+        iteration = L.Iteration(kind, self.ranges[v] if kind == "dense" else None, tuple(dcur), tuple(fcur))
+        if outer and kind == "dense" and not fcur:
+            self.chunked(v, c2, block, inner)
+            return
+        body: list[L.Stmt] = []
+        inner(c2, body)
+        block.append(L.Forall(index_name(v), iteration, tuple(body), span=self.stmt.span))
+
+    def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner) -> None:
+        """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk."""
+        parallel = bool(self.options.get("parallel", True))
+        self._parallel = self._parallel or parallel
+        extent = self.ranges[v]
+        nchunks = self.names.fresh("w_nchunks")
+        chunk = self.names.fresh("w_chunk")
+        lo, hi = self.names.fresh("w_lo"), self.names.fresh("w_hi")
+        block.append(L.Let(nchunks, "i64", L.Op("max2", (L.Op("min2", (extent, L.Op(
+            "*", (L.Const(4, "i64"), L.Var("nthreads")), "i64")), "i64"), I64_ONE), "i64")))
+        saved = self._prologue
+        self._prologue = []
+        rows: list[L.Stmt] = []
+        inner(c, rows)
+        prologue = self._prologue
+        self._prologue = saved
+        per = L.Op("//", (L.Op("+", (extent, L.Op("-", (L.Var(nchunks), I64_ONE), "i64")), "i64"),
+                          L.Var(nchunks)), "i64")
+        chunk_body = (
+            L.Let(lo, "i64", L.Op("min2", (L.Op("*", (L.Var(chunk), per), "i64"), extent), "i64")),
+            L.Let(hi, "i64", L.Op("min2", (L.Op("+", (L.Var(lo), per), "i64"), extent), "i64")),
+            *prologue,
+            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)),
+        )
+        block.append(L.For(chunk, I64_ZERO, L.Var(nchunks), chunk_body, parallel=parallel, span=self.stmt.span))
+
+    def alloc_workspace(self, ws: L.Workspace, block: list[L.Stmt]) -> None:
+        if self._prologue is not None:
+            self._prologue.append(ws)
+        else:
+            self._top.append(ws)
+
+    # ------------------------------------------------------------ hoisting before a loop over v
+
+    def hoist(self, v: str, exprs, c: Ctx, block: list[L.Stmt]) -> Ctx:
+        bound = set(c.bound)
+        values = dict(c.values)
+        workspaces = dict(c.workspaces)
+        softmax = dict(c.softmax)
+        base_lat = lat_and([self.lattice(e, v, c) for e in exprs])
+        driven = base_lat.kind != "all"
+        stack = list(exprs)
+        pending_softmax = []
+        while stack:
+            x = stack.pop()
+            if x in values or x in workspaces:
+                continue
+            fr = set(T.free_indices(x))
+            if isinstance(x, T.Reduce):
+                if v not in fr and fr <= bound:
+                    cc = c.with_(values=values, workspaces=workspaces, softmax=softmax)
+                    val, pres = self.ev(x, cc, block)
+                    values[x] = (self.bind(val, x.dtype, block, "w_red"), self.bind(pres, "bool", block, "w_has"))
+                    continue
+                if v in fr and fr <= bound | {v} and not driven and self.wants_workspace(x, v):
+                    cc = c.with_(values=values, workspaces=workspaces, softmax=softmax)
+                    workspaces[x] = self.workspace(x, v, cc, block)
+                    continue
+            if isinstance(x, T.Softmax) and x.var == v and fr <= bound | {v}:
+                pending_softmax.append(x)
+            stack.extend(T.children(x))
+        c = c.with_(values=values, workspaces=workspaces)
+        if not c.pattern:
+            for sm in reversed(pending_softmax):
+                if sm not in softmax:
+                    softmax[sm] = self.softmax_stats(sm, v, c.with_(softmax=softmax), block)
+        return c.with_(softmax=softmax)
+
+    def wants_workspace(self, r: T.Reduce, v: str) -> bool:
+        if r.op not in WORKSPACE_REDUCTIONS:
+            return False
+        for x in _walk(r.body):
+            if isinstance(x, T.Access):
+                seen_reduced = False
+                for p in x.pos:
+                    pv = _positions_vars(p)
+                    if v in pv and seen_reduced:
+                        return True
+                    if pv & set(r.vars):
+                        seen_reduced = True
+        return False
+
+    def bind(self, e: L.Expr, dtype: str, block: list[L.Stmt], hint: str) -> L.Expr:
+        if isinstance(e, (L.Const, L.Var)):
+            return e
+        name = self.names.fresh(hint)
+        block.append(L.Let(name, dtype, e))
+        return L.Var(name)
+
+    # ------------------------------------------------------------ workspaces (row-wise reductions)
+
+    def workspace(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt]) -> str:
+        ws = self.names.fresh("w_ws")
+        kind = self.acc_kind
+        self.alloc_workspace(L.Workspace(ws, kind, r.dtype, self.ranges[v], span=self.stmt.span), block)
+        flops = None
+        if kind in ("hash", "auto"):
+            fname = self.names.fresh("w_flops")
+            block.append(L.Let(fname, "i64", I64_ZERO))
+            # the work count bounds the hash table's size, so it must not miss an entry a value mask keeps
+            self.workspace_nest(r, v, c.with_(pattern=not _reads_values(r.body)), block,
+                                lambda cc, val, b: b.append(
+                                    L.Set(fname, L.Op("+", (L.Var(fname), I64_ONE), "i64"))))
+            flops = L.Var(fname)
+        block.append(L.Reset(ws, I64_ZERO, flops, span=self.stmt.span))
+        op = "pattern" if c.pattern else r.op
+
+        def point(cc: Ctx, val, b: list[L.Stmt]) -> None:
+            if op == "pattern":
+                b.append(L.Accumulate(ws, L.Var(index_name(v)), "pattern", None))
+            else:
+                b.append(L.Accumulate(ws, L.Var(index_name(v)), op, self.reduce_input(r, val)))
+
+        self.workspace_nest(r, v, c, block, point)
+        block.append(L.Compact(ws, values=not c.pattern, span=self.stmt.span))
+        return ws
+
+    def workspace_nest(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt], point) -> None:
+        vars_ = list(r.vars) + [v]
+
+        def loop(depth: int, cc: Ctx, b: list[L.Stmt]) -> None:
+            def inner(c2: Ctx, b2: list[L.Stmt]) -> None:
+                if depth + 1 < len(vars_):
+                    loop(depth + 1, c2, b2)
+                    return
+                val, pres = self.ev(r.body, c2, b2, need_value=not c2.pattern)
+                action: list[L.Stmt] = []
+                point(c2, val, action)
+                b2.extend(_guard(pres, action))
+
+            self.forall(vars_[depth], [r.body], cc, b, inner)
+
+        loop(0, c, block)
+
+    def reduce_input(self, r: T.Reduce, val: L.Expr) -> L.Expr:
+        if r.op == "count":
+            return L.Const(1, r.dtype)
+        if r.op in ("any", "all"):
+            return self.cast(self.truthy(val, r.body.dtype), r.dtype)
+        return self.cast(val, _compute(r.dtype))
+
+    # ------------------------------------------------------------ softmax statistics
+
+    def softmax_stats(self, sm: T.Softmax, v: str, c: Ctx, block: list[L.Stmt]):
+        work = _float_work(sm.dtype)
+        m = self.names.fresh("w_max")
+        s = self.names.fresh("w_sum")
+        block.append(L.Let(m, work, L.Const(float("-inf"), work)))
+
+        def pass_max(cc: Ctx, b: list[L.Stmt]) -> None:
+            val, pres = self.ev(sm.body, cc, b)
+            b.extend(_guard(pres, [L.Set(m, L.Op("max2", (L.Var(m), self.cast(val, work)), work))]))
+
+        self.forall(v, [sm.body], c, block, pass_max)
+        shift = self.names.fresh("w_shift")
+        finite = L.Op("==", (L.Op("-", (L.Var(m), L.Var(m)), work), L.Const(0.0, work)), "bool")
+        block.append(L.Let(shift, work, L.Op("select", (finite, L.Var(m), L.Const(0.0, work)), work)))
+        block.append(L.Let(s, work, L.Const(0.0, work)))
+
+        def pass_sum(cc: Ctx, b: list[L.Stmt]) -> None:
+            val, pres = self.ev(sm.body, cc, b)
+            e = L.Op("exp", (L.Op("-", (self.cast(val, work), L.Var(shift)), work),), work)
+            b.extend(_guard(pres, [L.Set(s, L.Op("+", (L.Var(s), e), work))]))
+
+        self.forall(v, [sm.body], c, block, pass_sum)
+        return (L.Var(shift), L.Var(s))
+
+    # ------------------------------------------------------------ expressions at a point
+
+    def ev(self, e: T.Expr, c: Ctx, block: list[L.Stmt], need_value: bool = True) -> tuple[L.Expr, L.Expr]:
+        """(value, presence) of ``e`` at the current coordinates. An absent entry's value is never read."""
+        if e in c.values:
+            return c.values[e]
+        match e:
+            case T.Lit(value=value, dtype=dtype):
+                return L.Const(value, dtype), TRUE
+            case T.ScalarRef(name=name, dtype=dtype, is_size=True):
+                return self.cast(L.Var(size_name(name)), dtype), TRUE
+            case T.ScalarRef(name=name, dtype=dtype):
+                s = self.storage[name]
+                return self.cast(L.Var(s.val), dtype, s.dtype), TRUE
+            case T.IndexVal(var=var, dtype=dtype):
+                return self.cast(L.Var(index_name(var)), dtype, "i64"), TRUE
+            case T.Access():
+                return self.access(e, c, block)
+            case T.Binary():
+                return self.binary(e, c, block, need_value)
+            case T.Unary(op=op, operand=a, dtype=dtype):
+                v, p = self.ev(a, c, block, need_value)
+                if op == "not":
+                    return self.cast(L.Op("not", (self.truthy(v, a.dtype),), "bool"), dtype), p
+                if op == "-":
+                    w = _compute(dtype)
+                    return self.cast(L.Op("neg", (self.cast(v, w, a.dtype),), w), dtype), p
+                return self.cast(v, dtype, a.dtype), p
+            case T.Cast(operand=a, dtype=dtype):
+                v, p = self.ev(a, c, block, need_value)
+                return self.cast(v, dtype, a.dtype), p
+            case T.Call():
+                return self.call(e, c, block, need_value)
+            case T.Reduce():
+                if e in c.workspaces:
+                    return self.cursor_value(WsLeaf(c.workspaces[e]), c, e.dtype)
+                return self.reduce_point(e, c, block, need_value)
+            case T.Softmax(body=b, dtype=dtype):
+                v, p = self.ev(b, c, block, need_value)
+                if c.pattern or not need_value:
+                    return L.Const(0, dtype), p
+                shift, total = c.softmax[e]
+                work = _float_work(dtype)
+                ex = L.Op("exp", (L.Op("-", (self.cast(v, work, b.dtype), shift), work),), work)
+                return self.cast(L.Op("/", (ex, total), work), dtype), p
+            case T.Fill(body=b, value=fv, dtype=dtype):
+                v, p = self.ev(b, c, block, need_value)
+                f, _ = self.ev(fv, c, block, need_value)
+                return L.Op("select", (p, self.cast(v, dtype, b.dtype), self.cast(f, dtype, fv.dtype)), dtype), TRUE
+            case T.Where(body=b, mask=m):
+                v, p = self.ev(b, c, block, need_value)
+                return v, _and(p, self.mask(m, c, block))
+        raise Refused(f"{type(e).__name__} expressions are not supported yet")
+
+    def mask(self, m: T.Mask, c: Ctx, block: list[L.Stmt]) -> L.Expr:
+        match m:
+            case T.MaskPresent(expr=x):
+                return self.ev(x, c, block, need_value=False)[1]
+            case T.MaskValue(expr=x):
+                v, p = self.ev(x, c, block)
+                return _and(p, self.truthy(v, x.dtype))
+            case T.MaskNot(mask=a):
+                return _not(self.mask(a, c, block))
+            case T.MaskAnd(lhs=a, rhs=b):
+                return _and(self.mask(a, c, block), self.mask(b, c, block))
+            case T.MaskOr(lhs=a, rhs=b):
+                return _or(self.mask(a, c, block), self.mask(b, c, block))
+        raise Refused(f"mask {type(m).__name__} is not supported")
+
+    def cursor_value(self, leaf, c: Ctx, dtype: str, stored: str | None = None):
+        cur, always = c.cursors[leaf]
+        if isinstance(leaf, WsLeaf):
+            array = leaf.ws + "_cval"
+        else:
+            array = self.storage[leaf.tensor].val
+        pres = TRUE if always else L.Var(cur.found)
+        load = L.Load(array, (L.Var(cur.pos),))
+        val = load if always else L.Op("select", (pres, load, self.zero(stored or dtype)), stored or dtype)
+        return self.cast(val, dtype, stored or dtype), pres
+
+    def position(self, p: T.Expr, extent: Dim, c: Ctx, block) -> tuple[L.Expr, L.Expr]:
+        """A coordinate and whether it is present and inside ``[0, extent)``."""
+        if isinstance(p, T.IndexVal) and p.var in c.bound:
+            return L.Var(index_name(p.var)), TRUE
+        v, pres = self.ev(p, c, block)
+        v = self.bind(self.cast(v, "i64", p.dtype), "i64", block, "w_at")
+        inside = _and(L.Op(">=", (v, I64_ZERO), "bool"), L.Op("<", (v, dim_expr(extent)), "bool"))
+        ok = self.bind(_and(pres, inside), "bool", block, "w_in")
+        return L.Op("select", (ok, v, I64_ZERO), "i64"), ok
+
+    def access(self, e: T.Access, c: Ctx, block) -> tuple[L.Expr, L.Expr]:
+        s = self.storage[e.tensor]
+        if s.kind == "scalar":
+            return self.cast(L.Var(s.val), e.dtype, s.dtype), TRUE
+        if s.kind == "csr" and e in c.cursors:
+            return self.cursor_value(e, c, e.dtype, s.dtype)
+        coords, pres = [], TRUE
+        for p, d in zip(e.pos, s.shape):
+            cv, cp = self.position(p, d, c, block)
+            coords.append(cv)
+            pres = _and(pres, cp)
+        if s.kind in ("dense", "bitmap"):
+            if s.kind == "bitmap":
+                pres = _and(pres, L.Load(s.mask, tuple(coords)))
+                pres = self.bind(pres, "bool", block, "w_has")
+            load = L.Load(s.val, tuple(coords))
+            val = load if pres == TRUE else L.Op("select", (pres, load, self.zero(s.dtype)), s.dtype)
+            return self.cast(val, e.dtype, s.dtype), pres
+        row, col = coords
+        start = L.Load(s.ptr, (row,))
+        stop = L.Load(s.ptr, (L.Op("+", (row, I64_ONE), "i64"),))
+        found = L.Locate(s.idx, start, stop, col)
+        if pres != TRUE:
+            found = L.Op("select", (pres, found, L.Const(-1, "i64")), "i64")
+        at = self.bind(found, "i64", block, "w_at")
+        has = L.Op(">=", (at, I64_ZERO), "bool")
+        val = L.Op("select", (has, L.Load(s.val, (at,)), self.zero(s.dtype)), s.dtype)
+        return self.cast(val, e.dtype, s.dtype), has
+
+    def binary(self, e: T.Binary, c: Ctx, block, need_value: bool):
+        va, pa = self.ev(e.lhs, c, block, need_value)
+        vb, pb = self.ev(e.rhs, c, block, need_value)
+        od = promote(e.lhs.dtype, e.rhs.dtype)
+        if e.op in T.UNION_OPS:
+            pres = self.union_presence(e, (e.lhs, e.rhs), (pa, pb))
+            va = va if pa == TRUE else L.Op("select", (pa, va, self.zero(e.lhs.dtype)), e.lhs.dtype)
+            vb = vb if pb == TRUE else L.Op("select", (pb, vb, self.zero(e.rhs.dtype)), e.rhs.dtype)
+        else:
+            pres = _and(pa, pb)
+        if not need_value:
+            return L.Const(0, e.dtype), pres
+        return self.arith(e.op, va, vb, e.lhs.dtype, e.rhs.dtype, e.dtype, od), pres
+
+    def arith(self, op: str, va, vb, da: str, db: str, dtype: str, od: str) -> L.Expr:
+        if op in T.COMPARISONS:
+            return L.Op(op, (self.cast(va, od, da), self.cast(vb, od, db)), "bool")
+        if op in ("and", "or") or (op in ("&", "|") and (dtype == "bool" or is_float(dtype))):
+            logical = {"&": "and", "|": "or"}.get(op, op)
+            return self.cast(L.Op(logical, (self.truthy(va, da), self.truthy(vb, db)), "bool"), dtype)
+        if op in ("&", "|"):
+            return L.Op(op, (self.cast(va, dtype, da), self.cast(vb, dtype, db)), dtype)
+        if op == "/":
+            work = dtype if is_float(dtype) else "f64"
+            return self.cast(L.Op("/", (self.cast(va, work, da), self.cast(vb, work, db)), work), dtype)
+        work = _compute(dtype)
+        return self.cast(L.Op(op, (self.cast(va, work, da), self.cast(vb, work, db)), work), dtype)
+
+    def union_presence(self, e: T.Expr, operands, presences) -> L.Expr:
+        want = set(T.free_indices(e))
+        full = [p for x, p in zip(operands, presences) if want <= set(T.free_indices(x))]
+        if not full:
+            out = TRUE
+            for p in presences:
+                out = _and(out, p)
+            return out
+        out = FALSE
+        for p in full:
+            out = _or(out, p)
+        return out
+
+    def call(self, e: T.Call, c: Ctx, block, need_value: bool):
+        args = [self.ev(a, c, block, need_value) for a in e.args]
+        dtype = e.dtype
+        if len(args) == 1:
+            (v, p), a = args[0], e.args[0]
+            if not need_value:
+                return L.Const(0, dtype), p
+            if e.fn in ("abs", "sign", "relu"):
+                w = _compute(dtype)
+                return self.cast(L.Op(e.fn, (self.cast(v, w, a.dtype),), w), dtype), p
+            if e.fn in ("floor", "ceil") and not is_float(dtype) and not is_float(a.dtype):
+                return self.cast(v, dtype, a.dtype), p
+            w = _float_work(dtype)
+            return self.cast(L.Op(e.fn, (self.cast(v, w, a.dtype),), w), dtype), p
+        if e.fn in T.UNION_FUNCS and len(args) == 2:
+            (va, pa), (vb, pb) = args
+            pres = self.union_presence(e, e.args, (pa, pb))
+            if not need_value:
+                return L.Const(0, dtype), pres
+            w = _compute(dtype)
+            xa = self.cast(va, w, e.args[0].dtype)
+            xb = self.cast(vb, w, e.args[1].dtype)
+            both = L.Op("max2" if e.fn == "max" else "min2", (xa, xb), w)
+            val = L.Op("select", (_and(pa, pb), both, L.Op("select", (pa, xa, xb), w)), w)
+            return self.cast(val, dtype), pres
+        pres = TRUE
+        for _v, p in args:
+            pres = _and(pres, p)
+        if not need_value:
+            return L.Const(0, dtype), pres
+        if e.fn == "pow":
+            (va, _), (vb, _) = args
+            w = _compute(dtype)
+            return self.cast(L.Op("pow", (self.cast(va, w, e.args[0].dtype), self.cast(vb, w, e.args[1].dtype)),
+                                  w), dtype), pres
+        if e.fn == "select":
+            (vc, _), (va, _), (vb, _) = args
+            return L.Op("select", (self.truthy(vc, e.args[0].dtype), self.cast(va, dtype, e.args[1].dtype),
+                                   self.cast(vb, dtype, e.args[2].dtype)), dtype), pres
+        raise Refused(f"function {e.fn} of {len(args)} arguments is not supported")
+
+    # ------------------------------------------------------------ reductions at a point
+
+    def reduce_point(self, r: T.Reduce, c: Ctx, block, need_value: bool):
+        op = r.op
+        scalar = not T.free_indices(r)
+        has = self.names.fresh("w_has")
+        block.append(L.Let(has, "bool", FALSE))
+        if c.pattern or not need_value:
+            def only_presence(cc, val, pres, b):
+                b.extend(_guard(pres, [L.Set(has, TRUE)]))
+
+            self.reduce_nest(r, c, block, only_presence, need_value=False)
+            return L.Const(0, r.dtype), TRUE if scalar else L.Var(has)
+        acc = self.names.fresh("w_acc")
+        result: L.Expr
+        if op in ("sum", "prod", "max", "min", "count", "any", "all"):
+            w = _compute(r.dtype) if op not in ("any", "all") else "bool"
+            block.append(L.Let(acc, w, _identity(op, w)))
+
+            def combine(cc, val, pres, b):
+                x = self.reduce_input(r, val) if op in ("count", "any", "all") else self.cast(val, w, r.body.dtype)
+                b.extend(_guard(pres, [L.Set(acc, _combine(op, L.Var(acc), x, w)), L.Set(has, TRUE)]))
+
+            self.reduce_nest(r, c, block, combine)
+            result = self.cast(L.Var(acc), r.dtype, w)
+        elif op in ("mean", "var", "std"):
+            w = _float_work(r.dtype)
+            n = self.names.fresh("w_n")
+            block.append(L.Let(acc, w, L.Const(0.0, w)))
+            block.append(L.Let(n, w, L.Const(0.0, w)))
+
+            def add(cc, val, pres, b):
+                b.extend(_guard(pres, [L.Set(acc, L.Op("+", (L.Var(acc), self.cast(val, w, r.body.dtype)), w)),
+                                       L.Set(n, L.Op("+", (L.Var(n), L.Const(1.0, w)), w)),
+                                       L.Set(has, TRUE)]))
+
+            self.reduce_nest(r, c, block, add)
+            mean = self.bind(L.Op("/", (L.Var(acc), L.Var(n)), w), w, block, "w_mean")
+            if op == "mean":
+                result = self.cast(mean, r.dtype, w)
+            else:
+                sq = self.names.fresh("w_sq")
+                block.append(L.Let(sq, w, L.Const(0.0, w)))
+
+                def centered(cc, val, pres, b):
+                    d = L.Op("-", (self.cast(val, w, r.body.dtype), mean), w)
+                    b.extend(_guard(pres, [L.Set(sq, L.Op("+", (L.Var(sq), L.Op("*", (d, d), w)), w))]))
+
+                self.reduce_nest(r, c, block, centered)
+                var = L.Op("/", (L.Var(sq), L.Var(n)), w)
+                result = self.cast(var if op == "var" else L.Op("sqrt", (var,), w), r.dtype, w)
+        elif op in ("argmax", "argmin"):
+            w = _compute(r.body.dtype)
+            best = self.names.fresh("w_best")
+            block.append(L.Let(best, w, self.zero(w)))
+            block.append(L.Let(acc, "i64", L.Const(-1, "i64")))
+            flat = I64_ZERO
+            for var in r.vars:
+                flat = L.Op("+", (L.Op("*", (flat, self.ranges[var]), "i64"), L.Var(index_name(var))), "i64")
+            cmp = ">" if op == "argmax" else "<"
+
+            def pick(cc, val, pres, b):
+                x = self.cast(val, w, r.body.dtype)
+                better = L.Op(cmp, (x, L.Var(best)), "bool")
+                if is_float(w):
+                    better = _or(better, _and(L.Op("isnan", (x,), "bool"),
+                                              _not(L.Op("isnan", (L.Var(best),), "bool"))))
+                take = _or(_not(L.Var(has)), better)
+                b.extend(_guard(pres, [L.If(take, (L.Set(best, x), L.Set(acc, flat))), L.Set(has, TRUE)]))
+
+            self.reduce_nest(r, c, block, pick)
+            result = self.cast(L.Var(acc), r.dtype, "i64")
+        elif op == "logsumexp":
+            w = _float_work(r.dtype)
+            m = self.names.fresh("w_max")
+            block.append(L.Let(m, w, L.Const(float("-inf"), w)))
+
+            def pmax(cc, val, pres, b):
+                b.extend(_guard(pres, [L.Set(m, L.Op("max2", (L.Var(m), self.cast(val, w, r.body.dtype)), w)),
+                                       L.Set(has, TRUE)]))
+
+            self.reduce_nest(r, c, block, pmax)
+            finite = L.Op("==", (L.Op("-", (L.Var(m), L.Var(m)), w), L.Const(0.0, w)), "bool")
+            shift = self.bind(L.Op("select", (finite, L.Var(m), L.Const(0.0, w)), w), w, block, "w_shift")
+            block.append(L.Let(acc, w, L.Const(0.0, w)))
+
+            def psum(cc, val, pres, b):
+                ex = L.Op("exp", (L.Op("-", (self.cast(val, w, r.body.dtype), shift), w),), w)
+                b.extend(_guard(pres, [L.Set(acc, L.Op("+", (L.Var(acc), ex), w))]))
+
+            self.reduce_nest(r, c, block, psum)
+            result = self.cast(L.Op("+", (L.Op("log", (L.Var(acc),), w), shift), w), r.dtype, w)
+        else:
+            raise Refused(f"reduction {op} is not supported")
+        value = self.bind(result, r.dtype, block, "w_red")
+        return value, TRUE if scalar else L.Var(has)
+
+    def reduce_nest(self, r: T.Reduce, c: Ctx, block, point, need_value: bool = True) -> None:
+        vars_ = list(r.vars)
+
+        def loop(depth: int, cc: Ctx, b: list[L.Stmt]) -> None:
+            def inner(c2: Ctx, b2: list[L.Stmt]) -> None:
+                if depth + 1 < len(vars_):
+                    loop(depth + 1, c2, b2)
+                    return
+                val, pres = self.ev(r.body, c2, b2, need_value=need_value)
+                point(c2, val, pres, b2)
+
+            self.forall(vars_[depth], [r.body], cc, b, inner)
+
+        loop(0, c, block)
+
+    # ------------------------------------------------------------ small helpers
+
+    def cast(self, e: L.Expr, dtype: str, src: str | None = None) -> L.Expr:
+        if src == dtype:
+            return e
+        if isinstance(e, L.Const):
+            v = e.value
+            if dtype == "bool":
+                return L.Const(bool(v), "bool")
+            if is_int(dtype) and isinstance(v, (bool, int)):
+                return L.Const(int(v), dtype)
+            if is_float(dtype) and isinstance(v, (bool, int, float)):
+                return L.Const(float(v), dtype)
+            return L.Cast(e, dtype)
+        if isinstance(e, L.Op) and e.dtype == dtype and e.op not in ("select",):
+            return e
+        if isinstance(e, L.Cast) and e.dtype == dtype:
+            return e
+        return L.Cast(e, dtype)
+
+    def truthy(self, e: L.Expr, dtype: str) -> L.Expr:
+        return e if dtype == "bool" else self.cast(e, "bool", dtype)
+
+    def zero(self, dtype: str) -> L.Expr:
+        return L.Const(False if dtype == "bool" else 0.0 if is_float(dtype) else 0, dtype)
+
+
+# ---------------------------------------------------------------- module-level helpers
+
+def _compute(dtype: str) -> str:
+    """Arithmetic of ``bool`` reads 0/1 integers (spec § 6)."""
+    return "i64" if dtype == "bool" else dtype
+
+
+def _float_work(dtype: str) -> str:
+    return dtype if dtype in FLOAT_DTYPES else "f64"
+
+
+def _identity(op: str, dtype: str) -> L.Expr:
+    if op in ("sum", "count"):
+        return L.Const(0.0 if is_float(dtype) else 0, dtype)
+    if op == "prod":
+        return L.Const(1.0 if is_float(dtype) else 1, dtype)
+    if op == "any":
+        return FALSE
+    if op == "all":
+        return TRUE
+    if op in ("max", "min"):
+        if is_float(dtype):
+            return L.Const(float("-inf") if op == "max" else float("inf"), dtype)
+        import numpy as np
+
+        from sparsedsl.tensor_ir.types import NUMPY_DTYPE
+        info = np.iinfo(NUMPY_DTYPE[dtype])
+        return L.Const(int(info.min if op == "max" else info.max), dtype)
+    raise Refused(f"reduction {op} has no identity here")
+
+
+def _combine(op: str, acc: L.Expr, x: L.Expr, dtype: str) -> L.Expr:
+    match op:
+        case "sum" | "count":
+            return L.Op("+", (acc, x), dtype)
+        case "prod":
+            return L.Op("*", (acc, x), dtype)
+        case "max":
+            return L.Op("max2", (acc, x), dtype)
+        case "min":
+            return L.Op("min2", (acc, x), dtype)
+        case "any":
+            return L.Op("or", (acc, x), "bool")
+        case "all":
+            return L.Op("and", (acc, x), "bool")
+    raise Refused(f"reduction {op} cannot be combined")
+
+
+def _and(a: L.Expr, b: L.Expr) -> L.Expr:
+    if a == TRUE:
+        return b
+    if b == TRUE:
+        return a
+    if a == FALSE or b == FALSE:
+        return FALSE
+    return L.Op("and", (a, b), "bool")
+
+
+def _or(a: L.Expr, b: L.Expr) -> L.Expr:
+    if a == FALSE:
+        return b
+    if b == FALSE:
+        return a
+    if a == TRUE or b == TRUE:
+        return TRUE
+    return L.Op("or", (a, b), "bool")
+
+
+def _not(a: L.Expr) -> L.Expr:
+    if a == TRUE:
+        return FALSE
+    if a == FALSE:
+        return TRUE
+    return L.Op("not", (a,), "bool")
+
+
+def _guard(pres: L.Expr, action: list[L.Stmt]) -> list[L.Stmt]:
+    if pres == TRUE:
+        return list(action)
+    if pres == FALSE:
+        return []
+    return [L.If(pres, tuple(action))]
+
+
+def _free_names(body) -> set[str]:
+    """Names a statement list reads or writes that it does not define itself (a kernel's parameters)."""
+    defined: set[str] = set()
+    used: set[str] = set()
+
+    def expr(e):
+        used.update(L.expr_names(e))
+
+    def walk(stmts):
+        for s in stmts:
+            match s:
+                case L.Let(name=n, value=v):
+                    expr(v)
+                    defined.add(n)
+                case L.Set(name=n, value=v):
+                    expr(v)
+                    used.add(n)
+                case L.Store(array=a, index=ix, value=v):
+                    used.add(a)
+                    for x in ix:
+                        expr(x)
+                    expr(v)
+                case L.Alloc(name=n, shape=sh, fill=f):
+                    for x in sh:
+                        expr(x)
+                    if f is not None:
+                        expr(f)
+                    defined.add(n)
+                case L.If(cond=cnd, then=t, orelse=o):
+                    expr(cnd)
+                    walk(t)
+                    walk(o)
+                case L.For(var=v, start=a, stop=b, body=bd):
+                    expr(a)
+                    expr(b)
+                    defined.add(v)
+                    walk(bd)
+                case L.Forall(var=v, iteration=it, body=bd):
+                    if it.extent is not None:
+                        expr(it.extent)
+                    for cur in it.drivers + it.followers:
+                        expr(cur.start)
+                        expr(cur.stop)
+                        used.add(cur.idx)
+                        defined.update((cur.pos, cur.found))
+                    defined.add(v)
+                    walk(bd)
+                case L.Workspace(name=n, width=wd):
+                    expr(wd)
+                    defined.update(L.workspace_arrays(n))
+                case L.Reset(stamp=st, flops=fl):
+                    expr(st)
+                    if fl is not None:
+                        expr(fl)
+                case L.Accumulate(key=k, value=v):
+                    expr(k)
+                    if v is not None:
+                        expr(v)
+                case L.Return(values=vs):
+                    for x in vs:
+                        expr(x)
+    walk(body)
+    return used - defined
+
+
+def _reads_values(e: T.Expr) -> bool:
+    """Whether presence in ``e`` depends on values (a value mask)."""
+    for x in _walk(e):
+        if isinstance(x, T.Where):
+            stack = [x.mask]
+            while stack:
+                m = stack.pop()
+                if isinstance(m, T.MaskValue):
+                    return True
+                if isinstance(m, T.MaskNot):
+                    stack.append(m.mask)
+                elif isinstance(m, (T.MaskAnd, T.MaskOr)):
+                    stack.extend((m.lhs, m.rhs))
+    return False
+
+
+def _all_assigns(stmts):
+    for s in stmts:
+        if isinstance(s, T.Assign):
+            yield s
+        elif isinstance(s, T.Repeat):
+            yield from _all_assigns(s.body)
+
+
+def lower_program(program: T.Program, options: dict | None = None) -> L.Module:
+    """The loop IR of ``program``; raises ``SdslTargetError`` naming the first statement it cannot compute."""
+    return Lowerer(program, options).lower()

@@ -1,0 +1,363 @@
+"""Loop IR: imperative loop nests with sparse iteration strategies, workspaces and two-phase assembly.
+
+A ``Module`` is a list of ``Kernel``s (loop nests a backend compiles) and a ``host`` body that allocates
+arrays, invokes kernels and runs the prefix sums of sparse assembly. Names are already mangled, valid Python
+identifiers (tensors' arrays ``ptr_A idx_A val_A mask_A``, scalars ``s_x``, sizes ``n_N``, index variables
+``x_i``, temporaries ``w_*``); a backend prints them as they are.
+
+Iteration (``Forall``) is the heart: a loop over one index variable whose coordinates come from
+
+* ``dense``: ``range(extent)``;
+* ``intersect``: the sorted intersection of the driver cursors' coordinates;
+* ``union``: the sorted union of the driver cursors' coordinates;
+
+and, in every case, follower cursors that advance monotonically to the current coordinate (a sorted walk
+that does not drive the loop but whose presence the body reads). A ``Cursor`` walks a sorted segment
+``idx[start:stop]`` (a compressed row of a CSR tensor, or a compacted workspace); inside the loop body its
+position is the variable ``<cursor>_p`` and whether it sits on the current coordinate is ``<cursor>_f``.
+
+Workspaces (``Workspace``) accumulate values by a key (a coordinate) with a reduction operator: ``dense``
+(a sparse accumulator: values, a stamp per key and a list of touched keys), ``hash`` (open addressing,
+growing), or ``auto`` (per row: hash when the row's flop count is small next to the width). ``Compact`` turns
+a workspace into sorted coordinate and value arrays that a ``Cursor`` can walk, and clears it.
+
+Every node is a frozen dataclass; ``span`` (the tensor-IR statement a node comes from) is excluded from
+equality so that structurally equal loop nests compare equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from sparsedsl.core.errors import Span
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span | None = field(default=None, compare=False, hash=False, repr=False, kw_only=True)
+
+
+# ---------------------------------------------------------------- scalar expressions
+
+@dataclass(frozen=True)
+class Expr(Node):
+    pass
+
+
+@dataclass(frozen=True)
+class Var(Expr):
+    name: str
+
+
+@dataclass(frozen=True)
+class Const(Expr):
+    """A literal of a sparsedsl dtype (``i64`` for positions and counts)."""
+
+    value: Union[bool, int, float]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Load(Expr):
+    array: str
+    index: tuple[Expr, ...]
+
+
+# Operators of ``Op``: arithmetic and comparisons on operands already converted to a common dtype, logical
+# ``and or not``, ``neg``, ``max2 min2`` (NaN-propagating), ``select`` (cond, a, b: lazily evaluated
+# branches), ``isnan``, and the element-wise functions of the language (``exp``, ``log``, ``pow``...).
+OPS = (
+    "+", "-", "*", "/", "//", "%", "&", "|", "<", "<=", ">", ">=", "==", "!=",
+    "and", "or", "not", "neg", "max2", "min2", "select", "isnan",
+    "exp", "log", "log1p", "sqrt", "rsqrt", "abs", "sign", "relu", "sigmoid", "tanh", "gelu", "silu",
+    "sin", "cos", "floor", "ceil", "pow",
+)
+
+
+@dataclass(frozen=True)
+class Op(Expr):
+    """``op(args)`` computed in ``dtype`` (the result's dtype)."""
+
+    op: str
+    args: tuple[Expr, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Cast(Expr):
+    """Conversion to ``dtype`` (to ``bool``: ``!= 0``)."""
+
+    arg: Expr
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Locate(Expr):
+    """The position of coordinate ``key`` in the sorted segment ``idx[start:stop]``, or -1 (binary search)."""
+
+    idx: str
+    start: Expr
+    stop: Expr
+    key: Expr
+
+
+# ---------------------------------------------------------------- iteration
+
+@dataclass(frozen=True)
+class Cursor(Node):
+    """A sorted walk over ``idx[start:stop]``; its body variables are ``<name>_p`` and ``<name>_f``."""
+
+    name: str
+    idx: str
+    start: Expr
+    stop: Expr
+
+    @property
+    def pos(self) -> str:
+        return self.name + "_p"
+
+    @property
+    def found(self) -> str:
+        return self.name + "_f"
+
+
+ITERATION_KINDS = ("dense", "intersect", "union")
+
+
+@dataclass(frozen=True)
+class Iteration(Node):
+    """How a ``Forall`` enumerates its coordinates (see the module docstring)."""
+
+    kind: str
+    extent: Expr | None = None  # dense only
+    drivers: tuple[Cursor, ...] = ()
+    followers: tuple[Cursor, ...] = ()
+
+
+# ---------------------------------------------------------------- statements
+
+@dataclass(frozen=True)
+class Stmt(Node):
+    pass
+
+
+@dataclass(frozen=True)
+class Let(Stmt):
+    """Declare a local of ``dtype`` and set it (a later ``Set`` may change it)."""
+
+    name: str
+    dtype: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Set(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Store(Stmt):
+    array: str
+    index: tuple[Expr, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Alloc(Stmt):
+    """A new array; ``fill`` None leaves it uninitialized (every element is written before it is read)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Expr, ...]
+    fill: Expr | None = None
+
+
+@dataclass(frozen=True)
+class If(Stmt):
+    cond: Expr
+    then: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...] = ()
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    """A counted loop ``for var in range(start, stop)``; ``parallel`` distributes it over threads."""
+
+    var: str
+    start: Expr
+    stop: Expr
+    body: tuple[Stmt, ...]
+    parallel: bool = False
+
+
+@dataclass(frozen=True)
+class Forall(Stmt):
+    """A loop over the coordinates of index variable ``var`` (see ``Iteration``)."""
+
+    var: str
+    iteration: Iteration
+    body: tuple[Stmt, ...]
+
+
+WORKSPACE_KINDS = ("dense", "hash", "auto")
+ACCUMULATE_OPS = ("sum", "prod", "max", "min", "any", "all", "count", "pattern")
+
+
+@dataclass(frozen=True)
+class Workspace(Stmt):
+    """Allocate a keyed accumulator of ``width`` keys in ``[0, width)`` with values of ``dtype``.
+
+    Its arrays are named from ``name`` (``<name>_val``, ``<name>_key`` ...). After ``Compact`` the sorted
+    keys are ``<name>_cidx[0:<name>_n]`` and the values ``<name>_cval``.
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    width: Expr
+
+
+@dataclass(frozen=True)
+class Reset(Stmt):
+    """Start a new accumulation (per row). ``flops`` (an i64 expression) is the row's work estimate an
+    ``auto`` workspace chooses its accumulator by; None for the others."""
+
+    ws: str
+    stamp: Expr
+    flops: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Accumulate(Stmt):
+    """``ws[key] op= value``; op ``pattern`` records the key only (the symbolic phase)."""
+
+    ws: str
+    key: Expr
+    op: str
+    value: Expr | None
+
+
+@dataclass(frozen=True)
+class Compact(Stmt):
+    """Sort the touched keys of ``ws`` into ``<ws>_cidx[0:<ws>_n]`` (and values into ``<ws>_cval``)."""
+
+    ws: str
+    values: bool = True
+
+
+@dataclass(frozen=True)
+class Invoke(Stmt):
+    """Host: call a kernel; ``results`` receive what it returns (its ``Return``)."""
+
+    kernel: str
+    args: tuple[str, ...]
+    results: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrefixSum(Stmt):
+    """Host: ``dst[0] = 0; dst[k + 1] = dst[k] + src[k]`` (the row pointer of a sparse output)."""
+
+    dst: str
+    src: str
+
+
+@dataclass(frozen=True)
+class Return(Stmt):
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Comment(Stmt):
+    text: str
+
+
+# ---------------------------------------------------------------- containers
+
+@dataclass(frozen=True)
+class Kernel(Node):
+    """A loop nest compiled as one function; ``params`` are the names it reads or writes from outside."""
+
+    name: str
+    params: tuple[str, ...]
+    body: tuple[Stmt, ...]
+    parallel: bool = False
+
+
+STORAGE_KINDS = ("scalar", "dense", "bitmap", "csr", "size")
+ROLES = ("ptr", "idx", "val", "mask", "scalar", "size")
+
+
+@dataclass(frozen=True)
+class Param(Node):
+    """A host-level argument: one array (or value) of the run-time layout of tensor ``tensor``.
+
+    ``kind`` is the tensor's storage (scalar, dense, bitmap — values plus a presence array —, csr, or size)
+    and ``role`` which of its arrays this is (ptr, idx, val, mask, scalar, size).
+    """
+
+    name: str
+    kind: str
+    role: str
+    dtype: str
+    tensor: str
+
+
+@dataclass(frozen=True)
+class Result(Node):
+    """An output of the program: its storage kind and the host names of its arrays (ptr, idx, val / val,
+    mask / val / the scalar)."""
+
+    tensor: str
+    kind: str
+    dtype: str
+    arrays: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Module(Node):
+    """``host`` runs in order: allocations, kernel invocations, prefix sums; ``results`` lists every output
+    of the program and the host names holding it."""
+
+    name: str
+    params: tuple[Param, ...]
+    kernels: tuple[Kernel, ...]
+    host: tuple[Stmt, ...]
+    results: tuple[Result, ...]
+
+
+# ---------------------------------------------------------------- queries
+
+def expr_children(e: Expr) -> tuple[Expr, ...]:
+    match e:
+        case Load(index=ix):
+            return tuple(ix)
+        case Op(args=args):
+            return tuple(args)
+        case Cast(arg=a):
+            return (a,)
+        case Locate(start=a, stop=b, key=k):
+            return (a, b, k)
+    return ()
+
+
+def expr_names(e: Expr) -> set[str]:
+    """Every name an expression reads (variables and arrays)."""
+    out: set[str] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Var):
+            out.add(x.name)
+        elif isinstance(x, Load):
+            out.add(x.array)
+        elif isinstance(x, Locate):
+            out.add(x.idx)
+        stack.extend(expr_children(x))
+    return out
+
+
+def workspace_arrays(name: str) -> tuple[str, ...]:
+    """The names a workspace declares (so the verifier and printers know them)."""
+    return tuple(name + s for s in ("_val", "_mark", "_list", "_n", "_key", "_slot", "_cidx", "_cval", "_dcval", "_hash"))
