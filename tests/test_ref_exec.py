@@ -95,3 +95,13 @@ B[i, j] += A[j, i]
     for got, want in zip((A.data, A.indices, A.indptr), before):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(out.toarray(), [[2.0, 2.0], [2.0, 6.0]])
+
+
+def test_argmax_over_a_matrix_with_no_rows():
+    import scipy.sparse as sp
+
+    import sparsedsl as sd
+
+    prog = sd.loads("input A: csr<f64>[M, N]\noutput g: dense<i64>[M]\ng[i] = argmax[j] A[i, j]\n")
+    g = prog.compile(target="ref")(A=sp.csr_array((0, 5))).g
+    assert g.shape == (0,) and g.dtype == np.int64

@@ -86,8 +86,10 @@ def _arg(op: str, values, present, axes, body_dtype, combined) -> np.ndarray:
     moved = np.moveaxis(values, list(axes), list(range(nd - len(axes), nd)))
     pmoved = np.moveaxis(present, list(axes), list(range(nd - len(axes), nd)))
     lead = moved.shape[: len(rest)]
-    flat = moved.reshape(lead + (-1,))
-    pflat = pmoved.reshape(lead + (-1,))
+    # the reduced extent is spelled out: reshape(..., -1) is ambiguous when a kept axis has length 0
+    reduced = int(np.prod(moved.shape[len(rest):], dtype=np.int64))
+    flat = moved.reshape(lead + (reduced,))
+    pflat = pmoved.reshape(lead + (reduced,))
     if flat.shape[-1] == 0:
         return np.full(lead, -1, np.int64)
     work = compute_dtype(body_dtype)
