@@ -37,14 +37,6 @@ class Decision:
         return f"{self.kind} of {self.subject}: {self.choice} — {self.reason}"
 
 
-def _assigns(stmts):
-    for s in stmts:
-        if isinstance(s, N.Assign):
-            yield s
-        elif isinstance(s, N.Repeat):
-            yield from _assigns(s.body)
-
-
 def _accesses(e: N.Expr, name: str):
     stack = [e]
     while stack:
@@ -67,7 +59,7 @@ def _reduced_vars(e: N.Expr) -> set[str]:
 
 def _read_by_columns(program: N.Program, name: str) -> bool:
     reads = []
-    for s in _assigns(program.body):
+    for s in N.walk_assigns(program.body):
         reduced = _reduced_vars(s.value)
         for acc in _accesses(s.value, name):
             p0, p1 = acc.pos
@@ -86,7 +78,7 @@ def select_formats(program: N.Program) -> tuple[N.Program, list[Decision]]:
         d = decls.get(name)
         return d is not None and (d.type.format.is_dense or full.get(name, False))
 
-    for s in _assigns(program.body):
+    for s in N.walk_assigns(program.body):
         value_full = is_full(s.value, tensor_full)
         if s.op == "=":
             full[s.target] = value_full and full.get(s.target, True) if s.target in full else value_full

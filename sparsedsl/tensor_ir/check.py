@@ -467,7 +467,7 @@ class Checker:
                 raise _err(SdslTypeError, f"'until' needs a bool condition, got {t.ir.dtype}", item.until.span)
             until = t.ir
         carried = []
-        for stmt in _walk_assigns(body):
+        for stmt in N.walk_assigns(body):
             sym = _lookup_ir(scope, stmt.target)
             if sym is not None and sym.name in outer_assigned and stmt.target not in carried:
                 carried.append(stmt.target)
@@ -1292,14 +1292,6 @@ def _targets(items):
             yield it.target
         elif isinstance(it, S.Repeat):
             yield from _targets(it.body)
-
-
-def _walk_assigns(stmts):
-    for s in stmts:
-        if isinstance(s, N.Assign):
-            yield s
-        elif isinstance(s, N.Repeat):
-            yield from _walk_assigns(s.body)
 
 
 def _mentions_whole(e: S.Expr, scope: Scope) -> bool:

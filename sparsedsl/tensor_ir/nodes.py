@@ -376,3 +376,12 @@ def tensors_read(e: Expr) -> tuple[str, ...]:
             out.append(x.name)
         stack.extend(reversed(children(x)))
     return tuple(out)
+
+
+def walk_assigns(stmts):
+    """Every ``Assign`` in ``stmts``, descending into ``repeat`` bodies, in program order."""
+    for s in stmts:
+        if isinstance(s, Assign):
+            yield s
+        elif isinstance(s, Repeat):
+            yield from walk_assigns(s.body)
