@@ -268,8 +268,10 @@ class Program:
             bound_by: dict[str, str] = {}
             for name, value in inputs.items():
                 if name not in decls:
+                    first = next(iter(decls.values()), None)
                     raise SdslInputError(f"{self.name} has no input named '{name}' "
-                                         f"(inputs: {', '.join(decls) or 'none'})")
+                                         f"(inputs: {', '.join(decls) or 'none'})",
+                                         first.span if first is not None else self._ir.span)
                 try:
                     bind_value(value, name, decls[name].type, sizes, bound_by)
                 except SdslInputError as err:

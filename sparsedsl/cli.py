@@ -52,7 +52,10 @@ def _read_inputs(program: api.Program, assignments, size_overrides) -> dict:
     for name, text in assignments or ():
         if name not in decls:
             known = ", ".join(decls) or "none"
-            raise SdslInputError(f"{program.name} has no input named '{name}' (inputs: {known})")
+            # located at the input declarations, where the valid names are
+            first = next(iter(decls.values()), None)
+            raise SdslInputError(f"{program.name} has no input named '{name}' (inputs: {known})",
+                                 first.span if first is not None else program.ir().program.span)
         if name in given:
             raise SdslInputError(f"input '{name}' is given twice")
         given[name] = text

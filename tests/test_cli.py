@@ -407,3 +407,11 @@ def test_data_files_are_bundled():
     for name in ("ego-Facebook", "ca-HepTh", "wiki-Vote", "bcsstk13"):
         assert (DATA / f"{name}.mtx.gz").stat().st_size > 10_000
         assert name in (DATA / "README.md").read_text()
+
+
+def test_unknown_input_name_is_located_at_the_input_declarations(cli_main):
+    res = cli_main("run", str(EXAMPLES / "pagerank.sdsl"), "--input", "B=1")
+    assert res.returncode == 1
+    file, line, col, msg, _, caret = parse_diag(res.stderr)
+    assert (line, col, caret) == (2, 1, 1)
+    assert "no input named 'B'" in msg and "inputs: A, alpha" in msg
