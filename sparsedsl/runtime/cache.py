@@ -87,6 +87,8 @@ class DiskCache:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            # mkstemp creates the file private (0600); cached code is meant to be shared like any installed module
+            os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         except BaseException:
             try:

@@ -28,46 +28,195 @@ import sys
 import numpy as np
 
 from sparsedsl.core.errors import SdslInputError
-from sparsedsl.runtime.dtypes import cast_input, numpy_to_torch, torch_to_numpy
+from sparsedsl.runtime.dtypes import NUMPY_DTYPE, cast_input, numpy_to_torch, torch_to_numpy
 from sparsedsl.runtime.tensors import (
     BSR, COO, CSC, CSR, NM, BlockDiag, Dense, FORMAT_CLASSES, Tensor, _index_array,
 )
 from sparsedsl.tensor_ir import nodes
 from sparsedsl.tensor_ir.types import TensorType
 
-__all__ = ["bind_inputs", "bind_value", "as_container", "convert_format", "to_user"]
+__all__ = ["bind_inputs", "InputBinder", "bind_value", "as_container", "convert_format", "to_user"]
 
 
 # ---------------------------------------------------------------- binding
 
 def bind_inputs(program: nodes.Program, kwargs: dict) -> tuple[dict[str, Tensor], dict[str, int]]:
     """Validate and convert a call's keyword arguments; returns (containers by input name, sizes by name)."""
-    inputs = program.inputs
-    names = [d.name for d in inputs]
-    unknown = [k for k in kwargs if k not in names]
-    if unknown:
-        span = inputs[0].span if inputs else None
-        valid = ", ".join(names) if names else "none"
-        raise SdslInputError(
-            f"unknown input{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"the inputs of {program.name} are: {valid}", span)
-    missing = [d for d in inputs if d.name not in kwargs and d.default is None]
-    if missing:
+    return InputBinder(program)(kwargs)
+
+
+class InputBinder:
+    """``bind_inputs`` for one program, with what does not depend on the values worked out once.
+
+    A compiled kernel keeps one and calls it on every call. Two kinds of input take a fast path: a scipy CSR
+    for a ``csr`` declaration and a numpy array for a ``dense`` one, each already of the declared storage
+    dtype. The fast path checks the same structure ``bind_value`` checks (shape, sizes, indptr, index range,
+    sorted unique indices per row), vectorized, and stops at the first thing that is not already right: the
+    input then goes through ``bind_value``, which raises the precise error or builds the canonical copy. So
+    the fast path returns a container only where ``bind_value`` would return an equal one, and never raises.
+    """
+
+    __slots__ = ("program", "_names", "_plans")
+
+    def __init__(self, program: nodes.Program):
+        self.program = program
+        inputs = program.inputs
+        self._names = frozenset(d.name for d in inputs)
+        self._plans = tuple(_InputPlan(d) for d in inputs)
+
+    def __call__(self, kwargs: dict) -> tuple[dict[str, Tensor], dict[str, int]]:
+        names = self._names
+        for key in kwargs:
+            if key not in names:
+                self._reject(kwargs)
+        sizes: dict[str, int] = {}
+        bound_by: dict[str, str] = {}
+        bound: dict[str, Tensor] = {}
+        for plan in self._plans:
+            name = plan.name
+            if name in kwargs:
+                value = kwargs[name]
+            elif plan.has_default:
+                value = plan.default
+            else:
+                self._reject(kwargs)
+            tensor = plan.fast(value, sizes, bound_by) if plan.fast is not None else None
+            if tensor is None:
+                try:
+                    tensor = bind_value(value, name, plan.ttype, sizes, bound_by)
+                except SdslInputError as err:
+                    if err.span is None:
+                        raise SdslInputError(err.message, plan.decl.span, err.notes) from None
+                    raise
+            bound[name] = tensor
+        return bound, sizes
+
+    def _reject(self, kwargs: dict):
+        """Raise the error for unknown or missing inputs (called only when there is one)."""
+        program = self.program
+        inputs = program.inputs
+        names = [d.name for d in inputs]
+        unknown = [k for k in kwargs if k not in self._names]
+        if unknown:
+            span = inputs[0].span if inputs else None
+            valid = ", ".join(names) if names else "none"
+            raise SdslInputError(
+                f"unknown input{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"the inputs of {program.name} are: {valid}", span)
+        missing = [d for d in inputs if d.name not in kwargs and d.default is None]
         listed = ", ".join(f"{d.name}: {d.type}" for d in missing)
         raise SdslInputError(f"missing input{'s' if len(missing) > 1 else ''} {listed}", missing[0].span)
 
-    sizes: dict[str, int] = {}
-    bound_by: dict[str, str] = {}
-    bound: dict[str, Tensor] = {}
-    for decl in inputs:
-        value = kwargs[decl.name] if decl.name in kwargs else decl.default.value
-        try:
-            bound[decl.name] = bind_value(value, decl.name, decl.type, sizes, bound_by)
-        except SdslInputError as err:
-            if err.span is None:
-                raise SdslInputError(err.message, decl.span, err.notes) from None
-            raise
-    return bound, sizes
+
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+_UNSIGNED = {np.dtype(np.int32): np.dtype(np.uint32), np.dtype(np.int64): np.dtype(np.uint64)}
+_count = np.count_nonzero
+
+
+class _InputPlan:
+    """One input declaration: its type read once, and the fast path that applies to it (or None)."""
+
+    __slots__ = ("decl", "name", "ttype", "has_default", "default", "dims", "repeated", "storage", "pattern",
+                 "fast")
+
+    def __init__(self, decl: nodes.Decl):
+        self.decl = decl
+        self.name = decl.name
+        self.ttype = ttype = decl.type
+        self.has_default = decl.default is not None
+        self.default = decl.default.value if decl.default is not None else None
+        self.dims = tuple(ttype.shape)
+        named = [d for d in self.dims if isinstance(d, str)]
+        self.repeated = len(set(named)) != len(named)  # A: csr[N, N]: both extents must agree
+        self.pattern = ttype.dtype == "bool" and ttype.format.is_sparse
+        self.storage = NUMPY_DTYPE[ttype.dtype]
+        fmt = ttype.format.name
+        self.fast = None
+        # bf16 is rounded on the way in (a new array): nothing to gain from a fast path
+        if ttype.dtype == "bf16" or ttype.is_scalar:
+            return
+        if fmt == "csr" and ttype.rank == 2:
+            self.fast = self._fast_scipy_csr
+        elif fmt in ("dense", "auto"):
+            self.fast = self._fast_ndarray
+
+    def _fits_sizes(self, shape: tuple, sizes: dict[str, int]) -> bool:
+        """Whether ``shape`` matches the declared dimensions and the sizes bound so far (binds nothing)."""
+        for dim, extent in zip(self.dims, shape):
+            if dim.__class__ is int:
+                if extent != dim:
+                    return False
+            else:
+                known = sizes.get(dim)
+                if known is not None and known != extent:
+                    return False
+        if self.repeated:
+            seen: dict = {}
+            for dim, extent in zip(self.dims, shape):
+                if seen.setdefault(dim, extent) != extent:
+                    return False
+        return True
+
+    def _bind_sizes(self, shape: tuple, sizes: dict[str, int], bound_by: dict[str, str]) -> None:
+        for dim, extent in zip(self.dims, shape):
+            if dim.__class__ is not int and dim not in sizes:
+                sizes[dim] = extent
+                bound_by[dim] = self.name
+
+    def _fast_ndarray(self, value, sizes, bound_by):
+        # exactly ndarray: subclasses (np.matrix, masked arrays) carry meaning np.asarray resolves
+        if value.__class__ is not np.ndarray or value.dtype != self.storage:
+            return None
+        shape = value.shape
+        if len(shape) != len(self.dims) or not self._fits_sizes(shape, sizes):
+            return None
+        self._bind_sizes(shape, sizes, bound_by)
+        return Dense._raw(values=value, dtype=self.ttype.dtype, shape=shape)
+
+    def _fast_scipy_csr(self, value, sizes, bound_by):
+        sp = sys.modules.get("scipy.sparse")
+        if sp is None or (value.__class__ is not sp.csr_array and value.__class__ is not sp.csr_matrix):
+            return None
+        indptr, indices, data = value.indptr, value.indices, value.data
+        idt = indptr.dtype
+        if (indices.dtype != idt or idt not in _INDEX_DTYPES or indptr.ndim != 1 or indices.ndim != 1
+                or data.ndim != 1):
+            return None
+        if self.pattern:
+            if data.dtype.kind not in "biuf":
+                return None
+        elif data.dtype != self.storage:
+            return None
+        shape = value.shape
+        if len(shape) != 2:  # scipy also has 1-D csr arrays
+            return None
+        shape = (int(shape[0]), int(shape[1]))
+        if not self._fits_sizes(shape, sizes):
+            return None
+        nnz = indices.shape[0]
+        # indptr[-1] == nnz also excludes scipy's spare capacity (bind_value trims it into a view)
+        if indptr.shape[0] != shape[0] + 1 or data.shape[0] != nnz or indptr[0] != 0 or indptr[-1] != nnz:
+            return None
+        if nnz:
+            # No trust in scipy's has_canonical_format: it is a cached flag that in-place edits of
+            # .indices do not reset, and an unsorted row reaching a kernel gives a wrong answer silently.
+            # These checks are O(rows + nnz) in a handful of numpy calls; np.count_nonzero is the cheapest
+            # boolean reduction on small arrays (ndarray.any/all go through a Python-level wrapper).
+            if _count(indptr[1:] < indptr[:-1]):
+                return None
+            # negative indices wrap to huge unsigned values: one comparison checks both bounds
+            if _count(indices.view(_UNSIGNED[idt]) >= shape[1]):
+                return None
+            increasing = indices[1:] > indices[:-1]
+            if _count(increasing) != nnz - 1:
+                # a row may start below the previous row's last index; nothing else may fail to increase
+                row_start = np.zeros(nnz + 1, dtype=bool)
+                row_start[indptr] = True
+                if _count(increasing | row_start[1:nnz]) != nnz - 1:
+                    return None
+        self._bind_sizes(shape, sizes, bound_by)
+        values = np.ones(nnz, dtype=bool) if self.pattern else data
+        return CSR._raw(indptr=indptr, indices=indices, data=values, shape=shape, dtype=self.ttype.dtype)
 
 
 def bind_value(value, name: str, ttype: TensorType, sizes: dict[str, int], bound_by: dict[str, str]) -> Tensor:
