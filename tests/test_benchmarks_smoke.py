@@ -1,0 +1,110 @@
+"""The CPU benchmark harness runs end to end on a tiny matrix, and its correctness checks hold.
+
+Timings are not asserted (one repeat on a tiny matrix measures nothing); what is asserted is that every
+library produced a checked result — the harness compares each one with a scipy float64 reference and
+reports WRONG or failed otherwise — and that the generators and the checks themselves are right.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytest.importorskip("graphblas")
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # cpu.py imports its sibling rmat.py as a script would (benchmarks/ first on sys.path)
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("sparsedsl_benchmarks_cpu", BENCHMARKS / "cpu.py")
+        module = importlib.util.module_from_spec(spec)
+        # dataclasses resolve string annotations through sys.modules while the module executes
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("sparsedsl_benchmarks_cpu", None)
+        sys.path[:] = saved_path
+
+
+@pytest.fixture(scope="module")
+def report(bench):
+    return bench.run(["--er", "120", "--matrix", "er-120", "--repeats", "1", "--warmup", "1", "--no-isolate"],
+                     progress=None)
+
+
+def test_every_library_result_is_checked_and_correct(bench, report):
+    assert [r.kernel for r in report.rows] == list(bench.KERNELS)
+    assert report.failures == []
+    for row in report.rows:
+        assert row.timings["sparsedsl"].status in ("ok", "n/a"), row.timings["sparsedsl"]
+        for peer in ("scipy", "graphblas"):
+            assert row.timings[peer].status == "ok", (row.kernel, row.timings[peer])
+        if row.kernel != "triangles":
+            assert row.timings["torch"].status == "ok", (row.kernel, row.timings["torch"])
+    text = bench.format_report(report)
+    assert "spgemm" in text and "Geometric mean" in text
+
+
+def test_flop_counts_match_their_definitions(bench, report):
+    A = bench.rmat.erdos_renyi(120, 8, bench.SEEDS["er"])
+    dense = (A.toarray() != 0).astype(np.int64)
+    flops = {r.kernel: r.flops for r in report.rows}
+    # SpGEMM: one multiply-add per pair (i,k),(k,j) of stored entries
+    assert flops["spgemm"] == 2 * int((dense @ dense).sum())
+    assert flops["spmm"] == flops["sddmm"] == 2 * A.nnz * 64
+    assert flops["attention"] == 4 * A.nnz * 64
+    graph = nx.from_scipy_sparse_array(bench.rmat.symmetric_pattern(A))
+    assert flops["triangles"] == 2 * sum(nx.triangles(graph).values()) // 3
+
+
+def test_checks_reject_wrong_results(bench):
+    ref = sp.csr_array(np.array([[1.0, 0.0], [2.0, 3.0]]))
+    bench.check_sparse(ref.copy(), ref, 1e-10)
+    # a computed zero that scipy does not store is allowed; a value off by 1e-3 is not
+    bench.check_sparse(sp.csr_array((np.array([1.0, 0.0, 2.0, 3.0]), np.array([0, 1, 0, 1]),
+                                     np.array([0, 2, 4])), shape=(2, 2)), ref, 1e-10)
+    wrong_value = ref.copy()
+    wrong_value.data[1] += 1e-3
+    with pytest.raises(bench.ResultMismatch):
+        bench.check_sparse(wrong_value, ref, 1e-4)
+    missing = sp.csr_array(np.array([[1.0, 0.0], [0.0, 3.0]]))
+    with pytest.raises(bench.ResultMismatch):
+        bench.check_sparse(missing, ref, 1e-4)
+    bench.check_dense(np.array([1.0, 2.0 + 1e-5], dtype=np.float32), np.array([1.0, 2.0]), 1e-4)
+    with pytest.raises(bench.ResultMismatch):
+        bench.check_dense(np.array([1.0, np.nan]), np.array([1.0, 2.0]), 1e-4)
+    with pytest.raises(bench.ResultMismatch):
+        bench.check_count(np.int64(44), 45)
+
+
+def test_generators_are_deterministic_and_canonical(bench):
+    rmat, erdos_renyi, symmetric_pattern = bench.rmat.rmat, bench.rmat.erdos_renyi, bench.rmat.symmetric_pattern
+    a, b = rmat(8, 16, seed=3), rmat(8, 16, seed=3)
+    assert a.shape == (256, 256) and a.nnz == 256 * 16
+    assert a.has_canonical_format
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    assert np.array_equal(a.data, b.data)
+    assert not np.array_equal(rmat(8, 16, seed=4).indices, a.indices)
+    assert (a.data >= 0.5).all() and (a.data < 1.5).all()
+    # the R-MAT skew: the heaviest row is far above the mean, unlike a uniform graph's
+    assert np.diff(a.indptr).max() > 3 * np.diff(erdos_renyi(256, 16, seed=3).indptr).max() / 2
+    e = erdos_renyi(500, 4, seed=1)
+    assert e.nnz == 2000 and e.has_canonical_format
+    s = symmetric_pattern(e)
+    dense = s.toarray()
+    assert s.dtype == bool and (dense == dense.T).all() and not dense.diagonal().any()
+    expected = (e.toarray() != 0) | (e.toarray() != 0).T
+    np.fill_diagonal(expected, False)
+    assert (dense == expected).all()
