@@ -300,6 +300,14 @@ class Program:
         for decision in decisions:
             if decision.kind != "format":
                 lines.append(f"  {decision}")
+        # The CPU backend's own choices (row accumulators and why). They depend only on the program, so they
+        # are shown without compiling; a program the backend refuses simply has none to show.
+        try:
+            backend_decisions = backend_module("numba").decisions(lowered, {})
+        except SdslError:
+            backend_decisions = []
+        for decision in backend_decisions:
+            lines.append(f"  numba: {decision}")
         for sched in lowered.schedules:
             for directive in sched.directives:
                 args = ", ".join(str(a) for a in directive.args)

@@ -432,3 +432,11 @@ def test_cache_concurrent_writers_and_reader(tmp_path):
     final = DiskCache(tmp_path).get(key)
     assert final in (b"\x01" * PAYLOAD, b"\x02" * PAYLOAD)
     assert sorted(os.listdir(tmp_path / key[:2])) == [key]
+
+
+def test_explain_shows_the_cpu_accumulator_choice():
+    src = (EXAMPLES / "spgemm.sdsl").read_text()
+    text = sd.loads(src).explain()
+    assert "accumulator of C: hash" in text and "schedule directive" in text
+    auto = sd.loads(src.replace("accumulator hash", "accumulator auto")).explain()
+    assert "accumulator of C: auto" in auto and "per row" in auto

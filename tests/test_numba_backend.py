@@ -16,7 +16,6 @@ import scipy.sparse as sp
 import sparsedsl as sd
 import sparsedsl.backends.numba as numba_backend
 import sparsedsl.backends.ref as ref_backend
-from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.runtime.convert import bind_inputs
 
 DATA = Path(__file__).resolve().parent.parent / "sparsedsl" / "data"
@@ -317,56 +316,6 @@ def test_parallel_kernels(compiled):
         B = rand_csr(rng, 40, 30, 0.2)
         got = check_all(ir, exe, dict(A=A, B=B))["C"]
         np.testing.assert_allclose(got.to_presence()[0], (A @ B).toarray(), atol=1e-12)
-
-
-# ---------------------------------------------------------------- refusals
-
-REFUSED = [
-    ("repeat", """
-input  A: csr<f64>[N, N]
-output r: dense<f64>[N]
-r[i] = 1.0
-repeat at most 3:
-    r[i] = sum[j] A[i, j] * r[j]
-""", 5, "repeat"),
-    ("topk", """
-input  A: csr<f64>[N, N]
-output P: csr<bool>[N, N]
-P[i, j] = topk[j](2) A[i, j]
-""", 4, "topk"),
-    ("f16", """
-input  A: csr<f16>[N, N]
-output B: csr<f16>[N, N]
-B[i, j] = A[i, j] * A[i, j]
-""", 2, "f16"),
-    ("accumulate", """
-input  A: csr<f64>[N, N]
-output B: dense<f64>[N, N]
-B[i, j] = 1.0
-B[i, j] += A[i, j]
-""", 5, "+="),
-    ("softmax-outer", """
-input  A: csr<f64>[N, N]
-output P: dense<f64>[N, N]
-P[i, j] = softmax[i] A[i, j]
-""", 4, "softmax"),
-    ("sparse-rank3", """
-input  A: coo<f64>[N, N, N]
-output s: f64
-s = sum[i, j, k] A[i, j, k]
-""", 2, "rank 3"),
-]
-
-
-@pytest.mark.parametrize("name,text,line,word", REFUSED, ids=[r[0] for r in REFUSED])
-def test_refusals_name_the_statement(name, text, line, word):
-    ir = sd.loads(text).ir().program
-    with pytest.raises(SdslTargetError) as info:
-        numba_backend.render(ir)
-    err = info.value
-    assert err.span is not None and err.span.line == line, err.render()
-    assert word in err.message
-    assert err.render().startswith(f"inline:{line}:")
 
 
 def test_render_is_deterministic_and_mangles_names():

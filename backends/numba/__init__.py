@@ -7,7 +7,7 @@ sizes)`` unpacks the bound containers into raw arrays (inputs of other sparse fo
 rank-1 sparse inputs to values plus a presence array), calls the generated ``run`` and packs the results
 into containers of the declared formats.
 
-Options: ``accumulator`` (dense | hash | auto) overrides every ``accumulator`` schedule directive;
+Options: ``accumulator`` (dense | hash | sort | auto) overrides every ``accumulator`` schedule directive;
 ``parallel`` (default True) distributes the outermost row loop over threads with ``prange`` — False gives
 serial kernels, which Numba compiles two to three times faster; ``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
 """
@@ -29,7 +29,9 @@ from sparsedsl.tensor_ir.types import NUMPY_DTYPE
 
 from .codegen import render_module
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
+# the array dtype kernels see: Numba has no CPU float16, so f16 values travel as float32 (exactly)
+KERNEL_DTYPE = dict(NUMPY_DTYPE, f16=np.dtype(np.float32))
 EMITS = ("loops", "code")
 _LOWERING_OPTIONS = ("accumulator", "parallel")
 
@@ -43,6 +45,23 @@ def lower(program: T.Program, options: dict | None = None) -> L.Module:
     module = lower_program(program, _lowering_options(options))
     verify_module(module)
     return module
+
+
+def decisions(program: T.Program, options: dict | None = None) -> list:
+    """What lowering for this target chose and why (``sparsedsl.passes.formats.Decision``): the accumulator
+    of every row-wise reduction (dense / hash / sort / auto, from a schedule directive, the ``accumulator``
+    option, or per row by its work) and the temporaries it introduced. ``[]`` when nothing was chosen."""
+    from sparsedsl.loop_ir.lower import lower_with_notes
+    from sparsedsl.passes.formats import Decision
+
+    _module, notes = lower_with_notes(program, _lowering_options(options))
+    out: list = []
+    for subject, kind, choice, reason, span in notes:
+        made = Decision(subject, kind, choice, reason, span)
+        # the symbolic and numeric phases of one statement make the same choice: report it once
+        if made not in out:
+            out.append(made)
+    return out
 
 
 def render(program: T.Program, options: dict | None = None) -> str:
@@ -124,7 +143,7 @@ class Executable:
         return {r.tensor: self._pack(r, raw[r.tensor], sizes) for r in self.module.results}
 
     def _unpack(self, decl: T.Decl, kind: str, value, CSR, Dense) -> tuple:
-        dtype = NUMPY_DTYPE[decl.type.dtype]
+        dtype = KERNEL_DTYPE[decl.type.dtype]
         if value is None:
             if decl.default is None:
                 raise SdslInputError(f"missing input '{decl.name}'", decl.span)
@@ -141,7 +160,9 @@ class Executable:
             return (np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(present, dtype=np.bool_))
         csr = value if value.format.name == "csr" else CSR.from_coo(value.to_coo())
         csr = csr.canonical()
-        return (csr.indptr, csr.indices, np.ascontiguousarray(csr.data, dtype=dtype))
+        # one index dtype: kernels are compiled for int64 only, never again for an input's int32 indices
+        return (np.ascontiguousarray(csr.indptr, dtype=np.int64), np.ascontiguousarray(csr.indices, dtype=np.int64),
+                np.ascontiguousarray(csr.data, dtype=dtype))
 
     def _pack(self, r: L.Result, arrays: tuple, sizes: dict):
         from sparsedsl.runtime.tensors import CSR, Dense, FORMAT_CLASSES, from_presence, resolve_params
@@ -149,6 +170,10 @@ class Executable:
         decl = self._decls[r.tensor]
         ttype = decl.type
         dtype = NUMPY_DTYPE[r.dtype]
+        if dtype != KERNEL_DTYPE[r.dtype]:
+            # the values array (first of val/mask, last of ptr/idx/val) is already on the dtype's grid: exact
+            at = len(arrays) - 1 if r.kind == "csr" else 0
+            arrays = tuple(np.asarray(a).astype(dtype) if i == at else a for i, a in enumerate(arrays))
         if r.kind == "scalar":
             return Dense(np.asarray(arrays[0], dtype=dtype), r.dtype)
         if r.kind == "dense":

@@ -12,13 +12,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from sparsedsl.loop_ir import nodes as L
 
-NP_TYPE = {"bool": "np.bool_", "i8": "np.int8", "i32": "np.int32", "i64": "np.int64", "f32": "np.float32",
-           "f64": "np.float64"}
+# f16 and bf16 live in float32 arrays (Numba has no CPU float16): arithmetic runs in float32 and every result
+# is rounded to the nearest f16 / bf16 value (``_rf16``, ``_rbf16``), as the reference interpreter rounds
+# after every numpy operation; the runtime converts f16 arrays at the boundary.
+NP_TYPE = {"bool": "np.bool_", "i8": "np.int8", "i32": "np.int32", "i64": "np.int64", "f16": "np.float32",
+           "bf16": "np.float32", "f32": "np.float32", "f64": "np.float64"}
+_ROUND = {"f16": "_rf16", "bf16": "_rbf16"}
 # dtypes whose arithmetic Numba would widen (int32 + int32 is int64 there, numpy keeps int32): results are
 # narrowed back after every operation so that wrapping matches numpy
-_NARROW = ("i8", "i32", "f32")
+_NARROW = ("i8", "i32", "f32", "f16", "bf16")
+_FLOATS = ("f16", "bf16", "f32", "f64")
+
+
+def conv(dtype: str, text: str) -> str:
+    """``text`` converted to ``dtype`` (rounded to the f16 / bf16 grid for those)."""
+    if dtype in _ROUND:
+        return f"{_ROUND[dtype]}({text})"
+    return f"{NP_TYPE[dtype]}({text})"
 _BINARY = {"+", "-", "*", "/", "//", "%", "&", "|", "<", "<=", ">", ">=", "==", "!="}
 _FUNCS = {"exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "sqrt": "np.sqrt", "tanh": "np.tanh",
           "sin": "np.sin", "cos": "np.cos", "floor": "np.floor", "ceil": "np.ceil", "sign": "np.sign",
@@ -123,6 +137,130 @@ def _gelu(x):
 
 
 @numba.njit(**_JIT)
+def _round_to(x, bits, lowest, biggest):
+    """x rounded to ``bits`` significant bits (ties to even), quanta no finer than 2**lowest, beyond
+    ``biggest`` an infinity: the float16 / bfloat16 grid, kept in float32."""
+    y = np.float64(x)
+    if y != y or y == 0.0 or y == np.inf or y == -np.inf:
+        return np.float32(y)
+    e = math.frexp(y)[1]
+    q = math.ldexp(1.0, max(e - bits, lowest))
+    r = np.rint(y / q) * q
+    if abs(r) > biggest:
+        r = math.copysign(np.inf, y)
+    return np.float32(r)
+
+
+@numba.njit(**_JIT)
+def _rf16(x):
+    return _round_to(x, 11, -24, 65504.0)
+
+
+@numba.njit(**_JIT)
+def _rbf16(x):
+    return _round_to(x, 8, -133, 3.3895313892515355e38)
+
+
+@numba.njit(**_JIT)
+def _sort_pairs(key, val, lo, hi):
+    """Heapsort key[lo:hi] ascending, moving val along."""
+    n = hi - lo
+    for start in range(n // 2 - 1, -1, -1):
+        _sift_pairs(key, val, lo, start, n)
+    for end in range(n - 1, 0, -1):
+        k = key[lo]
+        key[lo] = key[lo + end]
+        key[lo + end] = k
+        v = val[lo]
+        val[lo] = val[lo + end]
+        val[lo + end] = v
+        _sift_pairs(key, val, lo, 0, end)
+
+
+@numba.njit(**_JIT)
+def _sift_pairs(key, val, lo, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and key[lo + child + 1] > key[lo + child]:
+            child += 1
+        if key[lo + root] >= key[lo + child]:
+            return
+        k = key[lo + root]
+        key[lo + root] = key[lo + child]
+        key[lo + child] = k
+        v = val[lo + root]
+        val[lo + root] = val[lo + child]
+        val[lo + child] = v
+        root = child
+
+
+@numba.njit(**_JIT)
+def _tk_after(key, cls, a, b):
+    """Entry a ranks after entry b: by class, then key, then position (ties to the lower coordinate)."""
+    if cls[a] != cls[b]:
+        return cls[a] > cls[b]
+    if key[a] != key[b]:
+        return key[a] > key[b]
+    return a > b
+
+
+@numba.njit(**_JIT)
+def _tk_sift(key, cls, order, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and _tk_after(key, cls, order[child + 1], order[child]):
+            child += 1
+        if not _tk_after(key, cls, order[child], order[root]):
+            return
+        t = order[root]
+        order[root] = order[child]
+        order[child] = t
+        root = child
+
+
+@numba.njit(**_JIT)
+def _topk_select(coord, key, cls, n, k, group, order, sel, out):
+    """The coordinates of the k first-ranked of the n collected entries (ascending coordinates) within each
+    run of ``group`` consecutive coordinates (group 0: all of them), written ascending into ``out``; returns
+    how many."""
+    s = 0
+    while s < n:
+        e = s + 1
+        if group > 0:
+            run = coord[s] // group
+            while e < n and coord[e] // group == run:
+                e += 1
+        else:
+            e = n
+        m = e - s
+        for t in range(s, e):
+            sel[t] = m <= k
+        if 0 < k < m:
+            for t in range(m):
+                order[t] = s + t
+            for t in range(m // 2 - 1, -1, -1):
+                _tk_sift(key, cls, order, t, m)
+            for t in range(m - 1, 0, -1):
+                x = order[0]
+                order[0] = order[t]
+                order[t] = x
+                _tk_sift(key, cls, order, 0, t)
+            for t in range(k):
+                sel[order[t]] = True
+        s = e
+    c = 0
+    for t in range(n):
+        if sel[t]:
+            out[c] = coord[t]
+            c += 1
+    return c
+
+
+@numba.njit(**_JIT)
 def _ipow(a, b):
     """Integer power; a negative exponent truncates toward zero like 1 / a**-b."""
     if b < 0:
@@ -145,6 +283,7 @@ class Printer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.ws_kind: dict[str, L.Workspace] = {}
+        self.ws_op: dict[str, str] = {}  # the operator a workspace accumulates with (a sort merge needs it)
         self.cursor_keys: dict[str, str] = {}
 
     def line(self, depth: int, text: str) -> None:
@@ -163,7 +302,7 @@ class Printer:
             case L.Cast(arg=a, dtype=dt):
                 if dt == "bool":
                     return f"({self.expr(a)} != 0)"
-                return f"{NP_TYPE[dt]}({self.expr(a)})"
+                return conv(dt, self.expr(a))
             case L.Locate(idx=idx, start=s, stop=t, key=k):
                 return f"_locate({idx}, {self.expr(s)}, {self.expr(t)}, {self.expr(k)})"
             case L.Op():
@@ -198,13 +337,13 @@ class Printer:
         elif e.op == "rsqrt":
             text = f"({const(1, dt)} / np.sqrt({a[0]}))"
         elif e.op == "pow":
-            text = f"({a[0]} ** {a[1]})" if dt in ("f32", "f64") else f"_ipow({a[0]}, {a[1]})"
+            text = f"({a[0]} ** {a[1]})" if dt in _FLOATS else f"_ipow({a[0]}, {a[1]})"
         elif e.op in _FUNCS:
             text = f"{_FUNCS[e.op]}({a[0]})"
         else:
             raise TypeError(f"internal error: unknown loop-IR operator {e.op!r}")
         if dt in _NARROW or e.op in _FUNCS or e.op in ("pow", "rsqrt"):
-            return f"{NP_TYPE[dt]}({text})"
+            return conv(dt, text)
         return text
 
     # ------------------------------------------------------------ statements
@@ -255,6 +394,19 @@ class Printer:
             case L.Invoke(kernel=k, args=args, results=res):
                 call = f"{k}({', '.join(args)})"
                 self.line(d, f"{', '.join(res)} = {call}" if res else call)
+            case L.TopKSelect(name=n, count=cnt, k=k, group=g):
+                self.line(d, f"{n}_n = _topk_select({n}_j, {n}_key, {n}_cls, {self.expr(cnt)}, {self.expr(k)}, "
+                             f"{0 if g is None else int(g)}, {n}_ord, {n}_sel, {n}_cidx)")
+            case L.Loop(count=n, body=bd, until=u):
+                it = f"_it{d}"
+                if n is None:
+                    self.line(d, "while True:")
+                else:
+                    self.line(d, f"for {it} in range({self.expr(n)}):")
+                self.stmts(bd, d + 1)
+                if u is not None:
+                    self.line(d + 1, f"if {self.expr(u)}:")
+                    self.line(d + 2, "break")
             case L.PrefixSum(dst=dst, src=src):
                 self.line(d, f"{dst}[0] = 0")
                 self.line(d, f"np.cumsum({src}, out={dst}[1:])")
@@ -348,6 +500,13 @@ class Printer:
             self.line(d, f"{w}_slot = np.empty(8, dtype=np.int64)")
             self.line(d, f"{w}_hlist = np.empty(8, dtype=np.int64)")
             self.line(d, f"{w}_hcval = np.empty(8, dtype={dt})")
+        if s.kind == "sort":
+            self.line(d, f"{w}_cap = 8")
+            self.line(d, f"{w}_skey = np.empty({w}_cap, dtype=np.int64)")
+            self.line(d, f"{w}_sval = np.empty({w}_cap, dtype={dt})")
+            self.line(d, f"{w}_cidx = np.empty({w}_cap, dtype=np.int64)")
+            self.line(d, f"{w}_cval = np.empty({w}_cap, dtype={dt})")
+            return
         if s.kind == "hash":
             self.line(d, f"{w}_hash = True")
         elif s.kind == "dense":
@@ -365,6 +524,16 @@ class Printer:
     def reset(self, s: L.Reset, d: int) -> None:
         ws = self.ws_kind[s.ws]
         w = s.ws
+        if ws.kind == "sort":
+            # every contribution is a pair until the merge: room for the row's whole work
+            self.line(d, f"if {w}_cap < {self.expr(s.flops)}:")
+            self.line(d + 1, f"{w}_cap = max({self.expr(s.flops)}, 2 * {w}_cap)")
+            self.line(d + 1, f"{w}_skey = np.empty({w}_cap, dtype=np.int64)")
+            self.line(d + 1, f"{w}_sval = np.empty({w}_cap, dtype={NP_TYPE[ws.dtype]})")
+            self.line(d + 1, f"{w}_cidx = np.empty({w}_cap, dtype=np.int64)")
+            self.line(d + 1, f"{w}_cval = np.empty({w}_cap, dtype={NP_TYPE[ws.dtype]})")
+            self.line(d, f"{w}_n = 0")
+            return
         if ws.kind in ("hash", "auto"):
             # clear the slots the previous row used (only if it used the hash table)
             self.line(d, f"if {w}_hash:")
@@ -391,9 +560,17 @@ class Printer:
     def accumulate(self, s: L.Accumulate, d: int) -> None:
         ws = self.ws_kind[s.ws]
         w = s.ws
+        if s.op != "pattern":
+            self.ws_op[w] = s.op
         self.line(d, f"{w}_k = {self.expr(s.key)}")
         if s.value is not None:
             self.line(d, f"{w}_v = {self.expr(s.value)}")
+        if ws.kind == "sort":
+            self.line(d, f"{w}_skey[{w}_n] = {w}_k")
+            if s.value is not None:
+                self.line(d, f"{w}_sval[{w}_n] = {w}_v")
+            self.line(d, f"{w}_n += 1")
+            return
         if ws.kind == "auto":
             self.line(d, f"if {w}_hash:")
             self.accumulate_hash(s, d + 1)
@@ -433,6 +610,9 @@ class Printer:
     def compact(self, s: L.Compact, d: int) -> None:
         ws = self.ws_kind[s.ws]
         w = s.ws
+        if ws.kind == "sort":
+            self.compact_sort(s, d)
+            return
         if ws.kind == "auto":
             self.line(d, f"if {w}_hash:")
             self.compact_hash(s, d + 1)
@@ -449,6 +629,27 @@ class Printer:
             self.line(d, f"{w}_cval = {w}_hcval")
         else:
             self.compact_dense(s, d)
+
+    def compact_sort(self, s: L.Compact, d: int) -> None:
+        w = s.ws
+        if s.values:
+            self.line(d, f"_sort_pairs({w}_skey, {w}_sval, 0, {w}_n)")
+        else:
+            self.line(d, f"_sort_segment({w}_skey, 0, {w}_n)")
+        self.line(d, f"{w}_m = 0")
+        self.line(d, f"for {w}_t in range({w}_n):")
+        self.line(d + 1, f"if {w}_m > 0 and {w}_cidx[{w}_m - 1] == {w}_skey[{w}_t]:")
+        if s.values:
+            acc = f"{w}_cval[{w}_m - 1]"
+            self.line(d + 2, f"{acc} = {combine(self.ws_op[w], acc, f'{w}_sval[{w}_t]', self.ws_kind[w].dtype)}")
+        else:
+            self.line(d + 2, "pass")
+        self.line(d + 1, "else:")
+        self.line(d + 2, f"{w}_cidx[{w}_m] = {w}_skey[{w}_t]")
+        if s.values:
+            self.line(d + 2, f"{w}_cval[{w}_m] = {w}_sval[{w}_t]")
+        self.line(d + 2, f"{w}_m += 1")
+        self.line(d, f"{w}_n = {w}_m")
 
     def compact_dense(self, s: L.Compact, d: int) -> None:
         w = s.ws
@@ -486,7 +687,7 @@ def combine(op: str, acc: str, x: str, dtype: str) -> str:
             return f"{acc} and {x}"
         case _:
             raise TypeError(f"internal error: workspace operator {op!r}")
-    return f"{NP_TYPE[dtype]}({text})" if narrow else text
+    return conv(dtype, text) if narrow else text
 
 
 def c_max(names: list[str]) -> str:
@@ -499,8 +700,13 @@ def c_max(names: list[str]) -> str:
 def const(v, dtype: str) -> str:
     if dtype == "bool":
         return "True" if v else "False"
-    if dtype in ("f32", "f64"):
+    if dtype in _FLOATS:
         f = float(v)
+        if dtype == "f16":
+            f = float(np.float16(f))
+        elif dtype == "bf16":
+            from sparsedsl.runtime.dtypes import round_bf16
+            f = float(round_bf16(np.float32(f)))
         if math.isnan(f):
             text = "np.nan"
         elif math.isinf(f):

@@ -159,5 +159,6 @@ def topk_pattern(values: np.ndarray, present: np.ndarray, k: np.ndarray, axis: i
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[-1]), order.shape), axis=-1)
     chosen = p & (rank < kk)
     if group is not None and group > 0:
-        chosen = chosen.reshape(chosen.shape[:-2] + (-1,))[..., :n]
+        # spelled-out length: reshape(..., -1) is ambiguous when another axis has length 0
+        chosen = chosen.reshape(chosen.shape[:-2] + (chosen.shape[-2] * chosen.shape[-1],))[..., :n]
     return np.moveaxis(chosen, -1, axis)

@@ -28,7 +28,7 @@ Anything outside this is refused with ``SdslTargetError`` naming the statement a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
@@ -36,10 +36,13 @@ from sparsedsl.loop_ir import nodes as L
 from sparsedsl.tensor_ir import nodes as T
 from sparsedsl.tensor_ir.types import FLOAT_DTYPES, Dim, is_float, is_int, promote
 
-SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f32", "f64")
+SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
 # reductions a keyed workspace can accumulate (the others are evaluated at each output coordinate)
 WORKSPACE_REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "count")
-ACCUMULATORS = ("dense", "hash", "auto")
+ACCUMULATORS = ("dense", "hash", "sort", "auto")
+# storage kinds from the least to the most general: a name assigned several times (a repeat's carried
+# name, an accumulation) takes the most general kind any of its assignments needs
+_GENERALITY = {"scalar": 0, "oscalar": 1, "dense": 0, "bitmap": 1, "csr": 1}
 
 TRUE = L.Const(True, "bool")
 FALSE = L.Const(False, "bool")
@@ -51,36 +54,57 @@ class Refused(Exception):
     """Raised inside lowering; turned into an SdslTargetError carrying the statement's span."""
 
 
+class _Restart(Exception):
+    """A name needs a more general storage kind than its first assignment gave it: lower again."""
+
+    def __init__(self, name: str, kind: str):
+        super().__init__(name, kind)
+        self.name = name
+        self.kind = kind
+
+
+class _Materialize(Exception):
+    """A softmax or top-k cannot be computed where it stands (its coordinate is not iterated after the
+    others it depends on): compute it into a temporary first."""
+
+    def __init__(self, node: T.Expr):
+        super().__init__(node)
+        self.node = node
+
+
 # ---------------------------------------------------------------- storage of named values
 
 @dataclass(frozen=True)
 class Storage:
     """How a named tensor is laid out at run time.
 
-    kind: ``scalar`` (a value), ``dense`` (an array, every entry present), ``bitmap`` (values + presence
-    array, for rank-1 sparse values), ``csr`` (row pointer, column indices, values).
+    kind: ``scalar`` (a value), ``oscalar`` (a value and whether it is present), ``dense`` (an array, every
+    entry present), ``bitmap`` (values + presence array: sparse values of rank 1 or of rank 3 and more),
+    ``csr`` (row pointer, column indices, values). ``tag`` distinguishes the arrays of a reassignment from
+    those it replaces (the new value is computed while the old one is read).
     """
 
     name: str
     kind: str
     dtype: str
     shape: tuple[Dim, ...]
+    tag: str = ""
 
     @property
     def val(self) -> str:
-        return mangle(self.name, "s_") if self.kind == "scalar" else mangle(self.name, "val_")
+        return mangle(self.name, "s_" if self.kind in ("scalar", "oscalar") else "val_") + self.tag
 
     @property
     def ptr(self) -> str:
-        return mangle(self.name, "ptr_")
+        return mangle(self.name, "ptr_") + self.tag
 
     @property
     def idx(self) -> str:
-        return mangle(self.name, "idx_")
+        return mangle(self.name, "idx_") + self.tag
 
     @property
     def mask(self) -> str:
-        return mangle(self.name, "mask_")
+        return mangle(self.name, "has_" if self.kind == "oscalar" else "mask_") + self.tag
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -88,7 +112,8 @@ class Storage:
 
     @property
     def roles(self) -> tuple[tuple[str, str], ...]:
-        return {"scalar": ((self.val, "scalar"),), "dense": ((self.val, "val"),),
+        return {"scalar": ((self.val, "scalar"),), "oscalar": ((self.val, "scalar"), (self.mask, "mask")),
+                "dense": ((self.val, "val"),),
                 "bitmap": ((self.val, "val"), (self.mask, "mask")),
                 "csr": ((self.ptr, "ptr"), (self.idx, "idx"), (self.val, "val"))}[self.kind]
 
@@ -169,6 +194,14 @@ class WsLeaf:
     """A compacted workspace standing for a reduction (a sorted sparse vector over the level's variable)."""
 
     ws: str
+    dtype: str = "f64"  # of its values
+
+
+@dataclass(frozen=True)
+class TopKLeaf:
+    """The selected coordinates of a top-k pattern along the level's variable (a sorted list)."""
+
+    name: str
 
 
 # ---------------------------------------------------------------- lowering context
@@ -180,6 +213,7 @@ class Ctx:
     values: dict = field(default_factory=dict)  # hoisted T.Expr -> (value, presence)
     workspaces: dict = field(default_factory=dict)  # T.Reduce -> workspace name
     softmax: dict = field(default_factory=dict)  # T.Softmax -> (shift var, sum var)
+    topk: dict = field(default_factory=dict)  # T.TopK -> selection name
     pattern: bool = False  # symbolic phase: only presence is needed
 
     def with_(self, **kw) -> "Ctx":
@@ -201,11 +235,18 @@ def _positions_vars(e: T.Expr) -> set[str]:
 # ---------------------------------------------------------------- the lowerer
 
 class Lowerer:
-    def __init__(self, program: T.Program, options: dict | None = None):
+    def __init__(self, program: T.Program, options: dict | None = None, force: dict | None = None):
         self.program = program
         self.options = dict(options or {})
+        self.force = dict(force or {})  # name -> storage kind a later assignment needs (see _Restart)
         self.decls = {d.name: d for d in program.decls}
         self.names = NameSupply(("np", "numba", "prange", "run", "math"))
+        # names of tensors lowering introduces (an accumulation's update, a materialized softmax, a
+        # repeat's condition): never a user's name, and their mangled arrays never collide with one
+        self.tnames = NameSupply(tuple(self.decls) + tuple(program.sizes))
+        self._tags = 0
+        # (subject, kind, choice, reason, span) of each choice lowering makes, for ``sparsedsl explain``
+        self.notes: list[tuple] = []
         self.storage: dict[str, Storage] = {}
         self.kernels: list[L.Kernel] = []
         self.host: list[L.Stmt] = []
@@ -224,20 +265,14 @@ class Lowerer:
 
     def input_storage(self, d: T.Decl) -> Storage:
         t = d.type
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise SdslTargetError(f"the numba target does not support dtype {t.dtype} yet (input '{d.name}')",
-                                  d.span)
         if t.rank == 0:
             kind = "scalar"
         elif t.format.is_dense:
             kind = "dense"
-        elif t.rank == 1:
-            kind = "bitmap"
         elif t.rank == 2:
             kind = "csr"
         else:
-            raise SdslTargetError(f"the numba target cannot take a sparse input of rank {t.rank} "
-                                  f"('{d.name}': {t})", d.span)
+            kind = "bitmap"
         return Storage(d.name, kind, t.dtype, t.shape)
 
     def result_storage(self, st: T.Assign, decl: T.Decl | None) -> Storage:
@@ -245,26 +280,26 @@ class Lowerer:
         shape = decl.type.shape if decl is not None else tuple(st.range_of(v) for v in st.idx)
         fmt = decl.type.format if decl is not None else None
         rank = len(st.idx)
-        if dtype not in SUPPORTED_DTYPES:
-            raise Refused(f"dtype {dtype} is not supported by the numba target yet")
+        forced = self.force.get(st.target)
         if rank == 0:
-            return Storage(st.target, "scalar", dtype, ())
-        full = self.static_full(st.value)
+            optional = forced == "oscalar" and (decl is None or decl.kind != "output")
+            return Storage(st.target, "oscalar" if optional else "scalar", dtype, ())
+        full = self.static_full(st.value) and forced is None
         if fmt is not None and fmt.is_dense:
             return Storage(st.target, "dense", dtype, shape)
         if full and (fmt is None or fmt.name == "auto"):
             return Storage(st.target, "dense", dtype, shape)
-        if rank == 1:
-            return Storage(st.target, "bitmap", dtype, shape)
         if rank == 2:
             return Storage(st.target, "csr", dtype, shape)
-        raise Refused(f"a sparse result of rank {rank} is not supported by the numba target yet")
+        return Storage(st.target, "bitmap", dtype, shape)
 
     def static_full(self, e: T.Expr) -> bool:
         """Present at every coordinate, whatever the inputs hold."""
         match e:
-            case T.Lit() | T.IndexVal() | T.ScalarRef():
+            case T.Lit() | T.IndexVal():
                 return True
+            case T.ScalarRef(name=name, is_size=is_size):
+                return is_size or self.storage[name].kind != "oscalar"
             case T.Access(tensor=t, pos=pos):
                 s = self.storage.get(t)
                 return s is not None and s.kind in ("dense", "scalar") and all(
@@ -338,40 +373,133 @@ class Lowerer:
 
     def statement(self, st: T.Stmt) -> None:
         if isinstance(st, T.Repeat):
-            raise SdslTargetError("the numba target cannot compute repeat blocks yet", st.span)
+            self.repeat(st)
+            return
         assert isinstance(st, T.Assign)
-        try:
-            self.assign(st)
-        except Refused as exc:
-            raise SdslTargetError(f"the numba target cannot compute this statement: {exc}", st.span) from None
+        if st.op != "=" and st.target in self.storage:
+            self.accumulation(st)
+            return
+        for _attempt in range(16):
+            mark = (len(self.kernels), len(self.host), dict(self.storage))
+            try:
+                self.assign(st)
+                return
+            except Refused as exc:
+                raise SdslTargetError(f"the numba target cannot compute this statement: {exc}",
+                                      st.span) from None
+            except _Materialize as m:
+                del self.kernels[mark[0]:]
+                del self.host[mark[1]:]
+                self.storage = mark[2]
+                st = self.materialize(st, m.node)
+        raise SdslTargetError("the numba target cannot compute this statement: its softmax / top-k "
+                              "operators depend on each other too deeply", st.span)
+
+    def materialize(self, st: T.Assign, node: T.Expr) -> T.Assign:
+        """Compute ``node`` (a softmax or top-k) into a temporary indexed with its own coordinate last, so
+        that its row statistics are complete before its coordinates are visited; ``st`` then reads it."""
+        fr = T.free_indices(node)
+        order = [v for v in st.idx if v in fr and v != node.var]
+        order += [v for v in fr if v not in order and v != node.var]
+        order.append(node.var)
+        if st.value == node and tuple(order) == st.idx:
+            raise SdslTargetError("the numba target cannot compute this statement: the "
+                                  f"{type(node).__name__.lower()} along '{node.var}' reads coordinates "
+                                  "that are not iterated before it", st.span)
+        kind = "topk" if isinstance(node, T.TopK) else "softmax"
+        name = self.tnames.fresh(f"{st.target}_{kind}")
+        self.notes.append((name, "temporary", "computed before " + st.target,
+                           f"the {kind} along '{node.var}' needs its coordinate iterated last", st.span))
+        ranges = tuple((v, st.range_of(v)) for v in order)
+        self.statement(T.Assign(name, tuple(order), "=", node, ranges, span=st.span))
+        acc = T.Access(name, tuple(T.IndexVal(v) for v in order), node.dtype, span=node.span)
+        return replace(st, value=_substitute(st.value, node, acc))
+
+    def accumulation(self, st: T.Assign) -> None:
+        """``X[idx] op= e``: the update is computed into a temporary, then united with X (spec § 6: present
+        where either is; combined with op where both are)."""
+        old_storage = self.storage[st.target]
+        xd = old_storage.dtype
+        tmp = self.tnames.fresh(f"{st.target}_update")
+        self.statement(T.Assign(tmp, st.idx, "=", st.value, st.ranges, span=st.span))
+        if st.idx:
+            old: T.Expr = T.Access(st.target, tuple(T.IndexVal(v) for v in st.idx), xd)
+            new: T.Expr = T.Access(tmp, tuple(T.IndexVal(v) for v in st.idx), st.value.dtype)
+        else:
+            old = T.ScalarRef(st.target, xd)
+            new = T.ScalarRef(tmp, st.value.dtype)
+        if st.value.dtype != xd:
+            new = T.Cast(new, xd)
+        if st.op == "+=":
+            combined: T.Expr = T.Binary("+", old, new, xd)
+        else:
+            combined = T.Call("max" if st.op == "max=" else "min", (old, new), xd)
+        self.statement(T.Assign(st.target, st.idx, "=", combined, st.ranges, span=st.span))
+
+    def repeat(self, st: T.Repeat) -> None:
+        """A host loop around the body's kernels; the bound and the condition are scalar temporaries."""
+        count = None
+        if st.max_iters is not None:
+            if isinstance(st.max_iters, T.Lit):
+                count = L.Const(int(st.max_iters.value), "i64")
+            else:
+                name = self.tnames.fresh("repeat_count")
+                value = st.max_iters if st.max_iters.dtype == "i64" else T.Cast(st.max_iters, "i64")
+                self.statement(T.Assign(name, (), "=", value, self.infer_ranges(value), span=st.span))
+                count = self.scalar_test(name, numeric=True)
+        saved = self.host
+        self.host = []
+        for inner in st.body:
+            self.statement(inner)
+        until = None
+        if st.until is not None:
+            name = self.tnames.fresh("repeat_until")
+            self.statement(T.Assign(name, (), "=", st.until, self.infer_ranges(st.until),
+                                    span=st.until.span or st.span))
+            until = self.scalar_test(name)
+        body = self.host
+        self.host = saved
+        self.host.append(L.Loop(count, tuple(body), until, span=st.span))
+
+    def scalar_test(self, name: str, numeric: bool = False) -> L.Expr:
+        s = self.storage[name]
+        if s.kind == "oscalar":
+            if numeric:
+                return L.Op("select", (L.Var(s.mask), L.Var(s.val), I64_ZERO), "i64")
+            return _and(L.Var(s.mask), self.truthy(L.Var(s.val), s.dtype))
+        return L.Var(s.val) if numeric else self.truthy(L.Var(s.val), s.dtype)
+
+    def infer_ranges(self, e: T.Expr) -> tuple[tuple[str, Dim], ...]:
+        """Extents of the index variables of an expression outside a statement (a repeat's condition), from
+        the shapes of the tensors they index."""
+        out: dict[str, Dim] = {}
+        for x in _walk(e):
+            if isinstance(x, T.Access):
+                shape = self.decls[x.tensor].type.shape if x.tensor in self.decls else \
+                    self.storage[x.tensor].shape
+                for p, d in zip(x.pos, shape):
+                    if isinstance(p, T.IndexVal) and p.var not in out:
+                        out[p.var] = d
+        return tuple(out.items())
 
     def precheck(self, st: T.Assign) -> None:
-        if st.op != "=":
-            raise Refused(f"accumulating assignment '{st.op}' is not supported yet")
-        if st.target in self.storage:
-            raise Refused(f"'{st.target}' is assigned twice")
         for x in _walk(st.value):
-            if isinstance(x, T.TopK):
-                raise Refused("topk/bottomk patterns are not supported yet")
-            dt = getattr(x, "dtype", None)
-            if isinstance(dt, str) and dt not in SUPPORTED_DTYPES:
-                raise Refused(f"dtype {dt} is not supported yet")
             if isinstance(x, T.Access):
                 s = self.storage.get(x.tensor)
                 if s is None:
                     raise Refused(f"'{x.tensor}' is read before it is computed")
             if isinstance(x, T.ScalarRef) and not x.is_size and x.name not in self.storage:
                 raise Refused(f"'{x.name}' is read before it is computed")
-            if isinstance(x, T.Softmax) and x.var in st.idx and st.idx.index(x.var) != len(st.idx) - 1:
-                # stats must be complete before the coordinates along x.var are visited, which holds for the
-                # innermost level (and for reductions); an outer level would need a transposed pass
-                raise Refused(f"softmax along '{x.var}', which is not the innermost index of the result")
 
     def accumulator(self, target: str) -> str:
+        per_row = ("per row: a hash table when the row's work times 32 is below the output width "
+                   "(few touched columns), a dense accumulator otherwise")
+        self.acc_reason = per_row
         forced = self.options.get("accumulator")
         if forced is not None:
             if forced not in ACCUMULATORS:
                 raise SdslTargetError(f"unknown accumulator option {forced!r} (one of {', '.join(ACCUMULATORS)})")
+            self.acc_reason = "the compile option 'accumulator'" + ("; " + per_row if forced == "auto" else "")
             return forced
         for sch in self.program.schedules:
             if sch.target == target:
@@ -382,6 +510,7 @@ class Lowerer:
                             raise SdslTargetError(
                                 f"the numba target does not implement the '{kind}' accumulator yet "
                                 f"(available: {', '.join(ACCUMULATORS)})", dr.span or sch.span)
+                        self.acc_reason = "schedule directive" + ("; " + per_row if kind == "auto" else "")
                         return kind
         return "auto"
 
@@ -391,6 +520,14 @@ class Lowerer:
         self.precheck(st)
         decl = self.decls.get(st.target)
         out = self.result_storage(st, decl)
+        previous = self.storage.get(st.target)
+        if previous is not None:
+            if previous.kind != out.kind:
+                if _GENERALITY[out.kind] > _GENERALITY[previous.kind]:
+                    raise _Restart(st.target, out.kind)
+                # a value present everywhere stored into a sparse layout: every coordinate is stored
+                out = replace(out, kind=previous.kind)
+            out = replace(out, tag=self.fresh_tag(out))
         self.ranges = {v: dim_expr(d) for v, d in st.ranges}
         self.stmt = st
         self.acc_kind = self.accumulator(st.target)
@@ -400,19 +537,24 @@ class Lowerer:
         base = self.names.fresh(f"k{len(self.kernels)}_{st.target}")
         fill = self.fill_value(decl, out)
         shape = tuple(dim_expr(d) for d in out.shape)
-        if out.kind == "scalar":
+        if out.kind in ("scalar", "oscalar"):
             def scalar_body() -> list[L.Stmt]:
                 body: list[L.Stmt] = []
                 val, pres = self.ev(st.value, Ctx(), body)
+                if out.kind == "oscalar":
+                    present = self.bind(pres, "bool", body, "w_has")
+                    value = L.Op("select", (present, self.cast(val, out.dtype, st.value.dtype), fill), out.dtype)
+                    body.append(L.Return((value, present)))
+                    return body
                 if pres != TRUE:
                     if decl is None or decl.kind != "output":
-                        raise Refused("a scalar that may be absent is not supported yet")
-                    val = L.Op("select", (pres, val, fill), out.dtype)
+                        raise _Restart(st.target, "oscalar")
+                    val = L.Op("select", (pres, self.cast(val, out.dtype, st.value.dtype), fill), out.dtype)
                 body.append(L.Return((self.cast(val, out.dtype),)))
                 return body
 
             self.add_kernel(base, self.kernel_body(scalar_body), False, st)
-            self.host.append(L.Invoke(base, self.kernel_params(base), (out.val,), span=st.span))
+            self.host.append(L.Invoke(base, self.kernel_params(base), out.arrays, span=st.span))
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
             self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
@@ -434,7 +576,25 @@ class Lowerer:
             body = self.kernel_body(lambda: self.levels(st, out, "store", None))
             self.add_kernel(base, body, self._parallel, st)
             self.host.append(L.Invoke(base, self.kernel_params(base), span=st.span))
+        if out.tag:
+            # the new value replaces the old under the name's own arrays (a repeat's next iteration reads them)
+            base_storage = replace(out, tag="")
+            for new_name, old_name in zip(out.arrays, base_storage.arrays):
+                self.host.append(L.Set(old_name, L.Var(new_name), span=st.span))
+            out = base_storage
         self.storage[st.target] = out
+
+    def fresh_tag(self, s: Storage) -> str:
+        """A suffix making ``s``'s arrays differ from every array name of the program."""
+        taken = set()
+        for d in list(self.decls) + list(self.storage) + list(self.tnames.taken):
+            for p in ("s_", "val_", "ptr_", "idx_", "mask_", "has_"):
+                taken.add(mangle(d, p))
+        while True:
+            self._tags += 1
+            tag = f"_v{self._tags}"
+            if not any(a + tag in taken for a in replace(s, tag="").arrays):
+                return tag
 
     def fill_value(self, decl: T.Decl | None, out: Storage) -> L.Expr:
         if decl is not None and decl.kind == "output" and decl.fill is not None:
@@ -534,11 +694,16 @@ class Lowerer:
                 return lat_and([self.lattice(a, v, c) for a in args])
             case T.Reduce(body=b):
                 if e in c.workspaces:
-                    return Lat("leaf", WsLeaf(c.workspaces[e]))
+                    return Lat("leaf", WsLeaf(*c.workspaces[e]))
                 if v in T.free_indices(e):
                     return self.lattice(b, v, c)
                 return ALL
             case T.Softmax(body=b):
+                return self.lattice(b, v, c)
+            case T.TopK(body=b):
+                if e in c.topk:
+                    return Lat("leaf", TopKLeaf(c.topk[e]))
+                # the selection is a subset of the body's present entries
                 return self.lattice(b, v, c)
             case T.Where(body=b, mask=m):
                 return lat_and([self.lattice(b, v, c), self.mask_lattice(m, v, c)])
@@ -578,7 +743,12 @@ class Lowerer:
             if x in c.values:
                 continue
             if isinstance(x, T.Reduce) and x in c.workspaces:
-                leaf = WsLeaf(c.workspaces[x])
+                leaf = WsLeaf(*c.workspaces[x])
+                if leaf not in out:
+                    out.append(leaf)
+                continue
+            if isinstance(x, T.TopK) and x in c.topk:
+                leaf = TopKLeaf(c.topk[x])
                 if leaf not in out:
                     out.append(leaf)
                 continue
@@ -591,6 +761,8 @@ class Lowerer:
         name = self.names.fresh("w_c")
         if isinstance(leaf, WsLeaf):
             return L.Cursor(name, leaf.ws + "_cidx", I64_ZERO, L.Var(leaf.ws + "_n"))
+        if isinstance(leaf, TopKLeaf):
+            return L.Cursor(name, leaf.name + "_cidx", I64_ZERO, L.Var(leaf.name + "_n"))
         s = self.storage[leaf.tensor]
         row = L.Var(index_name(leaf.pos[0].var))
         return L.Cursor(name, s.idx, L.Load(s.ptr, (row,)),
@@ -670,6 +842,8 @@ class Lowerer:
         driven = base_lat.kind != "all"
         stack = list(exprs)
         pending_softmax = []
+        pending_topk = []
+        topk = dict(c.topk)
         while stack:
             x = stack.pop()
             if x in values or x in workspaces:
@@ -687,8 +861,18 @@ class Lowerer:
                     continue
             if isinstance(x, T.Softmax) and x.var == v and fr <= bound | {v}:
                 pending_softmax.append(x)
+            if isinstance(x, T.TopK):
+                if x in topk:
+                    continue
+                if x.var == v and fr <= bound | {v}:
+                    pending_topk.append(x)
             stack.extend(T.children(x))
         c = c.with_(values=values, workspaces=workspaces)
+        # inner selections first: an outer one may read them
+        for tk in reversed(pending_topk):
+            if tk not in topk:
+                topk[tk] = self.topk_select(tk, v, c.with_(topk=topk), block)
+        c = c.with_(topk=topk)
         if not c.pattern:
             for sm in reversed(pending_softmax):
                 if sm not in softmax:
@@ -721,9 +905,10 @@ class Lowerer:
     def workspace(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt]) -> str:
         ws = self.names.fresh("w_ws")
         kind = self.acc_kind
-        self.alloc_workspace(L.Workspace(ws, kind, r.dtype, self.ranges[v], span=self.stmt.span), block)
+        self.notes.append((self.stmt.target, "accumulator", kind, self.acc_reason, self.stmt.span))
+        self.alloc_workspace(L.Workspace(ws, kind, _acc(r.dtype), self.ranges[v], span=self.stmt.span), block)
         flops = None
-        if kind in ("hash", "auto"):
+        if kind in ("hash", "sort", "auto"):
             fname = self.names.fresh("w_flops")
             block.append(L.Let(fname, "i64", I64_ZERO))
             # the work count bounds the hash table's size, so it must not miss an entry a value mask keeps
@@ -742,7 +927,7 @@ class Lowerer:
 
         self.workspace_nest(r, v, c, block, point)
         block.append(L.Compact(ws, values=not c.pattern, span=self.stmt.span))
-        return ws
+        return (ws, _acc(r.dtype))
 
     def workspace_nest(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt], point) -> None:
         vars_ = list(r.vars) + [v]
@@ -766,7 +951,52 @@ class Lowerer:
             return L.Const(1, r.dtype)
         if r.op in ("any", "all"):
             return self.cast(self.truthy(val, r.body.dtype), r.dtype)
-        return self.cast(val, _compute(r.dtype))
+        return self.cast(val, _acc(r.dtype), r.body.dtype)
+
+    # ------------------------------------------------------------ top-k selections
+
+    def alloc_array(self, a: L.Alloc) -> None:
+        """A scratch array allocated once per kernel (per chunk of rows in a parallel kernel)."""
+        if self._prologue is not None:
+            self._prologue.append(a)
+        else:
+            self._top.append(a)
+
+    def topk_select(self, tk: T.TopK, v: str, c: Ctx, block: list[L.Stmt]) -> str:
+        """Collect the present entries of ``tk.body`` along ``v`` with their rank keys, then select (spec § 5
+        rule 8: by value, ties to the lower index, NaN the smallest; within runs of ``group``)."""
+        name = self.names.fresh("w_tk")
+        extent = self.ranges[v]
+        body_dt = tk.body.dtype
+        key_dt = "f64" if is_float(body_dt) else "i64"
+        for suffix, dt in (("_j", "i64"), ("_key", key_dt), ("_cls", "i64"), ("_ord", "i64"), ("_sel", "bool"),
+                           ("_cidx", "i64")):
+            self.alloc_array(L.Alloc(name + suffix, dt, (extent,), span=self.stmt.span))
+        cnt = self.names.fresh("w_tkn")
+        block.append(L.Let(cnt, "i64", I64_ZERO))
+        at = L.Var(cnt)
+
+        def collect(cc: Ctx, b: list[L.Stmt]) -> None:
+            val, pres = self.ev(tk.body, cc, b)
+            action: list[L.Stmt] = []
+            x = self.bind(self.cast(val, key_dt, body_dt), key_dt, action, "w_tkx")
+            if is_float(body_dt):
+                nan = L.Op("isnan", (x,), "bool")
+                cls = L.Op("select", (nan, L.Const(2 if tk.largest else 0, "i64"), I64_ONE), "i64")
+                ordered = L.Op("neg", (x,), "f64") if tk.largest else x
+                key = L.Op("select", (nan, L.Const(0.0, "f64"), ordered), "f64")
+            else:
+                cls = I64_ONE
+                # ~x = -x - 1 orders descending without overflow (wrapping arithmetic)
+                key = L.Op("-", (L.Op("neg", (x,), "i64"), I64_ONE), "i64") if tk.largest else x
+            action += [L.Store(name + "_j", (at,), L.Var(index_name(v))), L.Store(name + "_key", (at,), key),
+                       L.Store(name + "_cls", (at,), cls), L.Set(cnt, L.Op("+", (at, I64_ONE), "i64"))]
+            b.extend(_guard(pres, action))
+
+        self.forall(v, [tk.body], c, block, collect)
+        kval, _ = self.ev(tk.k, c, block)
+        block.append(L.TopKSelect(name, at, self.cast(kval, "i64", tk.k.dtype), tk.group, span=self.stmt.span))
+        return name
 
     # ------------------------------------------------------------ softmax statistics
 
@@ -807,7 +1037,8 @@ class Lowerer:
                 return self.cast(L.Var(size_name(name)), dtype), TRUE
             case T.ScalarRef(name=name, dtype=dtype):
                 s = self.storage[name]
-                return self.cast(L.Var(s.val), dtype, s.dtype), TRUE
+                pres = L.Var(s.mask) if s.kind == "oscalar" else TRUE
+                return self.cast(L.Var(s.val), dtype, s.dtype), pres
             case T.IndexVal(var=var, dtype=dtype):
                 return self.cast(L.Var(index_name(var)), dtype, "i64"), TRUE
             case T.Access():
@@ -829,12 +1060,14 @@ class Lowerer:
                 return self.call(e, c, block, need_value)
             case T.Reduce():
                 if e in c.workspaces:
-                    return self.cursor_value(WsLeaf(c.workspaces[e]), c, e.dtype)
+                    return self.cursor_value(WsLeaf(*c.workspaces[e]), c, e.dtype)
                 return self.reduce_point(e, c, block, need_value)
             case T.Softmax(body=b, dtype=dtype):
                 v, p = self.ev(b, c, block, need_value)
                 if c.pattern or not need_value:
                     return L.Const(0, dtype), p
+                if e not in c.softmax:
+                    raise _Materialize(e)
                 shift, total = c.softmax[e]
                 work = _float_work(dtype)
                 ex = L.Op("exp", (L.Op("-", (self.cast(v, work, b.dtype), shift), work),), work)
@@ -846,6 +1079,10 @@ class Lowerer:
             case T.Where(body=b, mask=m):
                 v, p = self.ev(b, c, block, need_value)
                 return v, _and(p, self.mask(m, c, block))
+            case T.TopK():
+                if e not in c.topk:
+                    raise _Materialize(e)
+                return self.cursor_value(TopKLeaf(c.topk[e]), c, "bool")
         raise Refused(f"{type(e).__name__} expressions are not supported yet")
 
     def mask(self, m: T.Mask, c: Ctx, block: list[L.Stmt]) -> L.Expr:
@@ -865,8 +1102,11 @@ class Lowerer:
 
     def cursor_value(self, leaf, c: Ctx, dtype: str, stored: str | None = None):
         cur, always = c.cursors[leaf]
+        if isinstance(leaf, TopKLeaf):
+            return TRUE, TRUE if always else L.Var(cur.found)
         if isinstance(leaf, WsLeaf):
             array = leaf.ws + "_cval"
+            stored = leaf.dtype
         else:
             array = self.storage[leaf.tensor].val
         pres = TRUE if always else L.Var(cur.found)
@@ -888,6 +1128,8 @@ class Lowerer:
         s = self.storage[e.tensor]
         if s.kind == "scalar":
             return self.cast(L.Var(s.val), e.dtype, s.dtype), TRUE
+        if s.kind == "oscalar":
+            return self.cast(L.Var(s.val), e.dtype, s.dtype), L.Var(s.mask)
         if s.kind == "csr" and e in c.cursors:
             return self.cursor_value(e, c, e.dtype, s.dtype)
         coords, pres = [], TRUE
@@ -1011,7 +1253,7 @@ class Lowerer:
         acc = self.names.fresh("w_acc")
         result: L.Expr
         if op in ("sum", "prod", "max", "min", "count", "any", "all"):
-            w = _compute(r.dtype) if op not in ("any", "all") else "bool"
+            w = _acc(r.dtype) if op not in ("any", "all") else "bool"
             block.append(L.Let(acc, w, _identity(op, w)))
 
             def combine(cc, val, pres, b):
@@ -1142,7 +1384,15 @@ def _compute(dtype: str) -> str:
 
 
 def _float_work(dtype: str) -> str:
+    # f16 / bf16 transcendentals and statistics run in f32 and are rounded once, as the reference does
+    if dtype in ("f16", "bf16"):
+        return "f32"
     return dtype if dtype in FLOAT_DTYPES else "f64"
+
+
+def _acc(dtype: str) -> str:
+    """The accumulator dtype of a reduction to ``dtype`` (f16 / bf16 sums accumulate in f32)."""
+    return "f32" if dtype in ("f16", "bf16") else _compute(dtype)
 
 
 def _identity(op: str, dtype: str) -> L.Expr:
@@ -1279,13 +1529,20 @@ def _free_names(body) -> set[str]:
                 case L.Return(values=vs):
                     for x in vs:
                         expr(x)
+                case L.TopKSelect(name=n, count=cnt, k=k):
+                    expr(cnt)
+                    expr(k)
+                    used.update(a for a in s.arrays if a not in defined)
+                    defined.add(n + "_n")
     walk(body)
     return used - defined
 
 
 def _reads_values(e: T.Expr) -> bool:
-    """Whether presence in ``e`` depends on values (a value mask)."""
+    """Whether presence in ``e`` depends on values (a value mask, a top-k selection)."""
     for x in _walk(e):
+        if isinstance(x, T.TopK):
+            return True
         if isinstance(x, T.Where):
             stack = [x.mask]
             while stack:
@@ -1307,6 +1564,41 @@ def _all_assigns(stmts):
             yield from _all_assigns(s.body)
 
 
+def _substitute(x, old: T.Expr, new: T.Expr):
+    """``x`` with every sub-expression equal to ``old`` replaced by ``new``."""
+    if x == old and isinstance(x, T.Expr):
+        return new
+    if isinstance(x, tuple):
+        return tuple(_substitute(y, old, new) for y in x)
+    if not isinstance(x, (T.Expr, T.Mask)):
+        return x
+    changes = {}
+    for f in fields(x):
+        if f.name == "span":
+            continue
+        value = getattr(x, f.name)
+        if isinstance(value, (T.Expr, T.Mask, tuple)):
+            updated = _substitute(value, old, new)
+            if updated is not value:
+                changes[f.name] = updated
+    return replace(x, **changes) if changes else x
+
+
 def lower_program(program: T.Program, options: dict | None = None) -> L.Module:
     """The loop IR of ``program``; raises ``SdslTargetError`` naming the first statement it cannot compute."""
-    return Lowerer(program, options).lower()
+    return lower_with_notes(program, options)[0]
+
+
+def lower_with_notes(program: T.Program, options: dict | None = None) -> tuple[L.Module, list[tuple]]:
+    """The loop IR and the choices made on the way: ``(subject, kind, choice, reason, span)`` tuples (the
+    accumulator of each row-wise reduction, temporaries introduced for softmax / top-k / accumulation)."""
+    force: dict[str, str] = {}
+    # each restart makes one name's storage strictly more general, so this ends
+    for _ in range(2 * len(program.decls) + 2):
+        try:
+            lowerer = Lowerer(program, options, force)
+            module = lowerer.lower()
+            return module, lowerer.notes
+        except _Restart as r:
+            force[r.name] = r.kind
+    raise SdslTargetError("internal error: storage kinds of reassigned names do not settle", program.span)

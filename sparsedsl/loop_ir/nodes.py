@@ -18,7 +18,7 @@ position is the variable ``<cursor>_p`` and whether it sits on the current coord
 
 Workspaces (``Workspace``) accumulate values by a key (a coordinate) with a reduction operator: ``dense``
 (a sparse accumulator: values, a stamp per key and a list of touched keys), ``hash`` (open addressing,
-growing), or ``auto`` (per row: hash when the row's flop count is small next to the width). ``Compact`` turns
+growing), ``sort`` (appends key/value pairs, then sorts and merges them), or ``auto`` (per row: hash when the row's flop count is small next to the width). ``Compact`` turns
 a workspace into sorted coordinate and value arrays that a ``Cursor`` can walk, and clears it.
 
 Every node is a frozen dataclass; ``span`` (the tensor-IR statement a node comes from) is excluded from
@@ -200,7 +200,7 @@ class Forall(Stmt):
     body: tuple[Stmt, ...]
 
 
-WORKSPACE_KINDS = ("dense", "hash", "auto")
+WORKSPACE_KINDS = ("dense", "hash", "sort", "auto")
 ACCUMULATE_OPS = ("sum", "prod", "max", "min", "any", "all", "count", "pattern")
 
 
@@ -247,12 +247,39 @@ class Compact(Stmt):
 
 
 @dataclass(frozen=True)
+class TopKSelect(Stmt):
+    """Choose among ``count`` collected entries — coordinates ``<name>_j`` in ascending order with rank keys
+    ``<name>_key`` and rank classes ``<name>_cls`` (lower ranks first; ties to the lower coordinate) — the
+    ``k`` first within each run of ``group`` consecutive coordinates (None: among all). The chosen
+    coordinates go, ascending, to ``<name>_cidx[0:<name>_n]`` (a sorted segment a ``Cursor`` walks)."""
+
+    name: str
+    count: Expr
+    k: Expr
+    group: int | None = None
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return tuple(self.name + s for s in ("_j", "_key", "_cls", "_ord", "_sel", "_cidx"))
+
+
+@dataclass(frozen=True)
 class Invoke(Stmt):
     """Host: call a kernel; ``results`` receive what it returns (its ``Return``)."""
 
     kernel: str
     args: tuple[str, ...]
     results: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Loop(Stmt):
+    """Host: run ``body`` at most ``count`` times (None: no bound), stopping after an iteration at whose end
+    ``until`` (a host boolean, None: never) holds — a ``repeat`` block driving compiled kernels."""
+
+    count: Expr | None
+    body: tuple[Stmt, ...]
+    until: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -360,4 +387,5 @@ def expr_names(e: Expr) -> set[str]:
 
 def workspace_arrays(name: str) -> tuple[str, ...]:
     """The names a workspace declares (so the verifier and printers know them)."""
-    return tuple(name + s for s in ("_val", "_mark", "_list", "_n", "_key", "_slot", "_cidx", "_cval", "_dcval", "_hash"))
+    return tuple(name + s for s in ("_val", "_mark", "_list", "_n", "_key", "_slot", "_cidx", "_cval", "_dcval", "_hash",
+                                     "_skey", "_sval"))

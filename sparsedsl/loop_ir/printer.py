@@ -79,6 +79,13 @@ def format_stmts(body, depth: int = 0) -> list[str]:
             case L.Invoke(kernel=k, args=args, results=res):
                 lhs = f"{', '.join(res)} = " if res else ""
                 out.append(f"{pad}{lhs}{k}({', '.join(args)})")
+            case L.TopKSelect(name=n, count=cnt, k=k, group=g):
+                grp = "" if g is None else f", group {g}"
+                out.append(f"{pad}{n}_n = select_first({n}_j[0:{format_expr(cnt)}], k {format_expr(k)}{grp})")
+            case L.Loop(count=n, body=bd, until=u):
+                head = "repeat" + ("" if n is None else f" at most {format_expr(n)}")
+                out.append(f"{pad}{head}" + ("" if u is None else f" until {format_expr(u)}") + ":")
+                out.extend(format_stmts(bd, depth + 1))
             case L.PrefixSum(dst=d, src=src):
                 out.append(f"{pad}{d} = prefix_sum({src})")
             case L.Return(values=vs):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sparsedsl.loop_ir import nodes as L
 
-DTYPES = ("bool", "i8", "i32", "i64", "f32", "f64")
+DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
 # names the host provides: the number of threads kernels split their outer loop for
 PROVIDED = frozenset({"nthreads"})
 
@@ -28,7 +28,16 @@ def check_module(m: L.Module) -> list[str]:
         if k.parallel and not _has_parallel(k.body):
             problems.append(f"kernel {k.name} is marked parallel but has no parallel loop")
     host_scope = {p.name for p in m.params} | PROVIDED
-    for s in m.host:
+    _check_host(m.host, host_scope, kernels, problems)
+    for r in m.results:
+        for a in r.arrays:
+            if a not in host_scope:
+                problems.append(f"result {r.tensor} names {a}, which the host never defines")
+    return problems
+
+
+def _check_host(body, host_scope: set, kernels: dict, problems: list) -> None:
+    for s in body:
         if isinstance(s, L.Invoke):
             k = kernels.get(s.kernel)
             if k is None:
@@ -40,13 +49,18 @@ def check_module(m: L.Module) -> list[str]:
                 if a not in host_scope:
                     problems.append(f"host passes {a} to {s.kernel} before it is defined")
             host_scope.update(s.results)
+        elif isinstance(s, L.Loop):
+            if s.count is not None:
+                _check_expr(s.count, host_scope, problems, "host")
+            if s.count is None and s.until is None:
+                problems.append("host loop has neither a count nor a condition")
+            # names first defined in the body are only defined after it has run once: the body is
+            # checked in the enclosing scope, so later statements may read what it defines
+            _check_host(s.body, host_scope, kernels, problems)
+            if s.until is not None:
+                _check_expr(s.until, host_scope, problems, "host")
         else:
             _check_stmts((s,), host_scope, set(), problems, "host")
-    for r in m.results:
-        for a in r.arrays:
-            if a not in host_scope:
-                problems.append(f"result {r.tensor} names {a}, which the host never defines")
-    return problems
 
 
 def verify_module(m: L.Module) -> None:
@@ -157,6 +171,13 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 _check_expr(k, scope, problems, where)
                 if v is not None:
                     _check_expr(v, scope, problems, where)
+            case L.TopKSelect(name=n, count=cnt, k=k):
+                _check_expr(cnt, scope, problems, where)
+                _check_expr(k, scope, problems, where)
+                for a in s.arrays:
+                    if a not in scope:
+                        problems.append(f"{where}: top-k selection {n} uses undefined {a}")
+                scope.add(n + "_n")
             case L.PrefixSum(dst=d, src=src):
                 for n in (d, src):
                     if n not in scope:
@@ -166,7 +187,7 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                     _check_expr(x, scope, problems, where)
             case L.Comment():
                 pass
-            case L.Invoke():
-                problems.append(f"{where}: a kernel cannot invoke another kernel")
+            case L.Invoke() | L.Loop():
+                problems.append(f"{where}: a kernel cannot invoke another kernel or run a host loop")
             case _:
                 problems.append(f"{where}: unknown statement {type(s).__name__}")
