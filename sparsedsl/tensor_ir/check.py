@@ -317,8 +317,6 @@ class Checker:
                 raise _err(SdslTypeError, f"format parameters must be positive, got {p}", fmt.span)
         if fmt.name == "nm" and all(isinstance(p, int) for p in params) and params[0] > params[1]:
             raise _err(SdslTypeError, f"nm({params[0]}, {params[1]}): N must not exceed M", fmt.span)
-        if t.dtype == "bool" and fmt.name == "dense" and False:
-            pass
         return TensorType(t.dtype, dims, Format(fmt.name, params))
 
     def resolve_dim(self, d, scope: Scope, bind: bool, span, what: str) -> Dim:
@@ -545,10 +543,8 @@ class Checker:
         self.require_ranges(ctx)
         shape = tuple(ctx.ranges[v][0] for v in idx)
         # Storing converts to the target's dtype; a new name takes the value's dtype.
-        if ttype is not None and ttype.dtype != "?":
+        if ttype is not None:
             ir = self.convert_for_store(ir, value.weak, ttype.dtype, item.target, value_ast.span)
-        elif value.weak and ir.dtype not in ("bool",):
-            pass
         if sym is None:
             if item.target in self.generated or not self.def_stack:
                 ir_name = item.target  # a user's top-level name, or one the checker already made fresh
@@ -820,7 +816,7 @@ class Checker:
         if atype.dtype != ptype.dtype:
             ok = atype.dtype == "bool" or (atype.dtype in INT_DTYPES and ptype.dtype not in ("bool",)) or (
                 atype.dtype in FLOAT_DTYPES and ptype.dtype in FLOAT_DTYPES)
-            if not ok or actual.kind == "const" and False:
+            if not ok:
                 raise _err(SdslTypeError, f"{what} must be {ptype.dtype}, got {atype.dtype}", arg.span)
         fmt_ok = True
         if not ptype.is_scalar and ptype.format is not None and ptype.format.name == "dense" and not actual.full:
@@ -999,8 +995,6 @@ class Checker:
             dt = "i64"  # arithmetic on bools counts (bool reads as 0/1)
         if op == "/" and dt in INT_DTYPES:
             dt = "f64"
-        if op in ("//", "%") and False:
-            pass
         return Typed(N.Binary(op, self.retype(a, dt), self.retype(b, dt), dt, span=sp), weak)
 
     def common(self, a: Typed, b: Typed) -> str:
