@@ -523,5 +523,6 @@ def test_grammar_builds_in_strict_mode():
 
     from sparsedsl.frontend.parser import grammar_text
 
-    Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
-         strict=True)
+    strict = Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
+                  strict=True)
+    assert strict.options.strict
