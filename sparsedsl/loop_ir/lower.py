@@ -40,6 +40,8 @@ SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
 # reductions a keyed workspace can accumulate (the others are evaluated at each output coordinate)
 WORKSPACE_REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "count")
 ACCUMULATORS = ("dense", "hash", "sort", "auto")
+# rows per block of the outermost parallel loop (see Lowerer.chunked)
+CHUNK_BLOCK = 16
 # storage kinds from the least to the most general: a name assigned several times (a repeat's carried
 # name, an accumulation) takes the most general kind any of its assignments needs
 _GENERALITY = {"scalar": 0, "oscalar": 1, "dense": 0, "bitmap": 1, "csr": 1}
@@ -800,14 +802,25 @@ class Lowerer:
         block.append(L.Forall(index_name(v), iteration, tuple(body), span=self.stmt.span))
 
     def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner) -> None:
-        """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk."""
+        """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk.
+
+        A chunk takes every ``nchunks``-th block of ``CHUNK_BLOCK`` consecutive rows (block-cyclic), not one
+        contiguous range: on power-law and banded matrices the heavy rows cluster (low row numbers of an
+        R-MAT graph, one community of ego-Facebook), and contiguous ranges left one thread with most of the
+        work. Blocks of several rows keep each thread's writes to per-row arrays (row counts, dense output
+        rows) on cache lines of their own."""
         parallel = bool(self.options.get("parallel", True))
         self._parallel = self._parallel or parallel
         extent = self.ranges[v]
         nchunks = self.names.fresh("w_nchunks")
+        nblocks = self.names.fresh("w_nblocks")
         chunk = self.names.fresh("w_chunk")
+        t = self.names.fresh("w_t")
         lo, hi = self.names.fresh("w_lo"), self.names.fresh("w_hi")
-        block.append(L.Let(nchunks, "i64", L.Op("max2", (L.Op("min2", (extent, L.Op(
+        width = L.Const(CHUNK_BLOCK, "i64")
+        block.append(L.Let(nblocks, "i64", L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"),
+                                                        width), "i64")))
+        block.append(L.Let(nchunks, "i64", L.Op("max2", (L.Op("min2", (L.Var(nblocks), L.Op(
             "*", (L.Const(4, "i64"), L.Var("nthreads")), "i64")), "i64"), I64_ONE), "i64")))
         saved = self._prologue
         self._prologue = []
@@ -815,14 +828,16 @@ class Lowerer:
         inner(c, rows)
         prologue = self._prologue
         self._prologue = saved
-        per = L.Op("//", (L.Op("+", (extent, L.Op("-", (L.Var(nchunks), I64_ONE), "i64")), "i64"),
-                          L.Var(nchunks)), "i64")
-        chunk_body = (
-            L.Let(lo, "i64", L.Op("min2", (L.Op("*", (L.Var(chunk), per), "i64"), extent), "i64")),
-            L.Let(hi, "i64", L.Op("min2", (L.Op("+", (L.Var(lo), per), "i64"), extent), "i64")),
-            *prologue,
+        # blocks chunk, chunk + nchunks, ...: (nblocks - chunk + nchunks - 1) // nchunks of them
+        count = L.Op("//", (L.Op("+", (L.Op("-", (L.Var(nblocks), L.Var(chunk)), "i64"),
+                                       L.Op("-", (L.Var(nchunks), I64_ONE), "i64")), "i64"), L.Var(nchunks)), "i64")
+        start = L.Op("*", (L.Op("+", (L.Var(chunk), L.Op("*", (L.Var(t), L.Var(nchunks)), "i64")), "i64"), width), "i64")
+        blocks_body = (
+            L.Let(lo, "i64", start),
+            L.Let(hi, "i64", L.Op("min2", (L.Op("+", (L.Var(lo), width), "i64"), extent), "i64")),
             L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)),
         )
+        chunk_body = (*prologue, L.For(t, I64_ZERO, count, blocks_body))
         block.append(L.For(chunk, I64_ZERO, L.Var(nchunks), chunk_body, parallel=parallel, span=self.stmt.span))
 
     def alloc_workspace(self, ws: L.Workspace, block: list[L.Stmt]) -> None:
@@ -905,7 +920,24 @@ class Lowerer:
     def workspace(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt]) -> str:
         ws = self.names.fresh("w_ws")
         kind = self.acc_kind
-        self.notes.append((self.stmt.target, "accumulator", kind, self.acc_reason, self.stmt.span))
+        op = "pattern" if c.pattern else r.op
+
+        def point(cc: Ctx, val, b: list[L.Stmt]) -> None:
+            if op == "pattern":
+                b.append(L.Accumulate(ws, L.Var(index_name(v)), "pattern", None))
+            else:
+                b.append(L.Accumulate(ws, L.Var(index_name(v)), op, self.reduce_input(r, val)))
+
+        nest: list[L.Stmt] = []
+        self.workspace_nest(r, v, c, nest, point)
+        reason = self.acc_reason
+        if kind in ("dense", "auto"):
+            ranged = _whole_range(nest, ws, index_name(v))
+            if ranged is not None:
+                kind, nest = "range", ranged
+                reason = ("every contribution covers the whole row (the loop over the key is dense and "
+                          "unguarded): a dense row without per-key presence")
+        self.notes.append((self.stmt.target, "accumulator", kind, reason, self.stmt.span))
         self.alloc_workspace(L.Workspace(ws, kind, _acc(r.dtype), self.ranges[v], span=self.stmt.span), block)
         flops = None
         if kind in ("hash", "sort", "auto"):
@@ -917,15 +949,7 @@ class Lowerer:
                                     L.Set(fname, L.Op("+", (L.Var(fname), I64_ONE), "i64"))))
             flops = L.Var(fname)
         block.append(L.Reset(ws, I64_ZERO, flops, span=self.stmt.span))
-        op = "pattern" if c.pattern else r.op
-
-        def point(cc: Ctx, val, b: list[L.Stmt]) -> None:
-            if op == "pattern":
-                b.append(L.Accumulate(ws, L.Var(index_name(v)), "pattern", None))
-            else:
-                b.append(L.Accumulate(ws, L.Var(index_name(v)), op, self.reduce_input(r, val)))
-
-        self.workspace_nest(r, v, c, block, point)
+        block.extend(nest)
         block.append(L.Compact(ws, values=not c.pattern, span=self.stmt.span))
         return (ws, _acc(r.dtype))
 
@@ -1536,6 +1560,63 @@ def _free_names(body) -> set[str]:
                     defined.add(n + "_n")
     walk(body)
     return used - defined
+
+
+def _whole_range(nest: list[L.Stmt], ws: str, key: str) -> list[L.Stmt] | None:
+    """``nest`` with ``<ws>_first = False`` after each loop over ``key``, when every accumulation into ``ws``
+    is an unguarded statement directly in a dense loop over ``key`` (so each contribution writes every key
+    of the row); None otherwise."""
+    first = L.Set(ws + "_first", FALSE)
+
+    def walk(stmts, inside: bool):
+        out: list[L.Stmt] = []
+        for s in stmts:
+            match s:
+                case L.Accumulate(ws=w):
+                    if w == ws and not inside:
+                        return None
+                    out.append(s)
+                case L.Forall(var=var, iteration=it, body=bd):
+                    whole = var == key and it.kind == "dense"
+                    if whole:
+                        # accumulations must sit directly in this loop's body, not under a guard
+                        for x in bd:
+                            if not isinstance(x, L.Accumulate) and walk([x], False) is None:
+                                return None
+                        out.extend((s, first))
+                    else:
+                        inner = walk(bd, False)
+                        if inner is None:
+                            return None
+                        out.append(replace(s, body=tuple(inner)))
+                case L.For(body=bd):
+                    inner = walk(bd, False)
+                    if inner is None:
+                        return None
+                    out.append(replace(s, body=tuple(inner)))
+                case L.If(then=t, orelse=o):
+                    a, b = walk(t, False), walk(o, False)
+                    if a is None or b is None:
+                        return None
+                    out.append(replace(s, then=tuple(a), orelse=tuple(b)))
+                case _:
+                    out.append(s)
+        return out
+
+    found = any(isinstance(x, L.Forall) and x.var == key and x.iteration.kind == "dense"
+                and any(isinstance(y, L.Accumulate) and y.ws == ws for y in x.body) for x in _all_stmts(nest))
+    return walk(nest, False) if found else None
+
+
+def _all_stmts(stmts):
+    for s in stmts:
+        yield s
+        match s:
+            case L.Forall(body=bd) | L.For(body=bd):
+                yield from _all_stmts(bd)
+            case L.If(then=t, orelse=o):
+                yield from _all_stmts(t)
+                yield from _all_stmts(o)
 
 
 def _reads_values(e: T.Expr) -> bool:

@@ -200,7 +200,10 @@ class Forall(Stmt):
     body: tuple[Stmt, ...]
 
 
-WORKSPACE_KINDS = ("dense", "hash", "sort", "auto")
+# "range": every contribution to a row covers the whole key range (the loop over the key is dense and
+# unguarded, as for SpMM's `f` over a dense right operand): no per-key presence, the compacted row is all keys
+# or none; the lowering picks it, a schedule cannot ask for it
+WORKSPACE_KINDS = ("dense", "hash", "sort", "auto", "range")
 ACCUMULATE_OPS = ("sum", "prod", "max", "min", "any", "all", "count", "pattern")
 
 
@@ -388,4 +391,4 @@ def expr_names(e: Expr) -> set[str]:
 def workspace_arrays(name: str) -> tuple[str, ...]:
     """The names a workspace declares (so the verifier and printers know them)."""
     return tuple(name + s for s in ("_val", "_mark", "_list", "_n", "_key", "_slot", "_cidx", "_cval", "_dcval", "_hash",
-                                     "_skey", "_sval"))
+                                     "_skey", "_sval", "_first"))

@@ -1,0 +1,154 @@
+"""Correctness of the numba backend's fast paths, each against numpy / scipy computed independently.
+
+The paths: the whole-row ("range") workspace of a reduction whose key loop is dense (SpMM), the
+block-cyclic distribution of rows over chunks (row counts that are no multiple of the block, empty and
+one-row matrices), the dense accumulator listing a long row by scanning its marks instead of sorting,
+the ``auto`` accumulator unswitched per row (rows hashed and rows dense in one product), and loops that
+only count their coordinates. Each test also checks that the generated code takes the path it is about, so
+that a change of lowering cannot leave the path untested. No timings here: see benchmarks/.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+
+SPMM = """
+input  A: csr<f64>[N, N]
+input  X: dense<f64>[N, F]
+output Y: dense<f64>[N, F]
+Y[i, f] = sum[j] A[i, j] * X[j, f]
+"""
+
+SPMM_MAX_CSR = """
+input  A: csr<f64>[N, N]
+input  X: dense<f64>[N, F]
+output Y: csr<f64>[N, F]
+Y[i, f] = max[j] A[i, j] * X[j, f]
+"""
+
+SPGEMM = """
+input  A: csr<f64>[N, N]
+input  B: csr<f64>[N, N]
+output C: csr<f64>[N, N]
+C[i, j] = sum[k] A[i, k] * B[k, j]
+"""
+
+
+@pytest.fixture(scope="module")
+def spmm():
+    return sd.loads(SPMM, name="perf_spmm").compile(target="numba")
+
+
+@pytest.fixture(scope="module")
+def spmm_max():
+    return sd.loads(SPMM_MAX_CSR, name="perf_spmm_max").compile(target="numba")
+
+
+@pytest.fixture(scope="module")
+def spgemm():
+    return sd.loads(SPGEMM, name="perf_spgemm").compile(target="numba")
+
+
+def _random_csr(n: int, m: int, density: float, seed: int) -> sp.csr_array:
+    rng = np.random.default_rng(seed)
+    a = sp.random_array((n, m), density=density, format="csr", rng=rng, dtype=np.float64)
+    a.data = rng.standard_normal(a.nnz)
+    a.sort_indices()
+    return sp.csr_array(a)
+
+
+def _dense_of(result) -> np.ndarray:
+    return np.asarray(result.toarray() if hasattr(result, "toarray") else result)
+
+
+def test_spmm_takes_the_whole_row_workspace(spmm):
+    src = spmm.executable.source
+    assert "_first" in src and "_mark" not in src
+
+
+@pytest.mark.parametrize("n, f, density", [(0, 3, 0.1), (1, 1, 1.0), (15, 4, 0.2), (16, 5, 0.3),
+                                           (17, 3, 0.05), (203, 8, 0.03)])
+def test_spmm_matches_numpy(spmm, n, f, density):
+    A = _random_csr(n, n, density, seed=n + f)
+    X = np.random.default_rng(n).standard_normal((n, f))
+    Y = spmm(A=A, X=X)["Y"]
+    np.testing.assert_allclose(np.asarray(Y), A.toarray() @ X, rtol=1e-12, atol=1e-12)
+
+
+def test_spmm_empty_rows_are_zero_and_a_single_product_keeps_its_sign(spmm):
+    # row 0: one entry -1 times X's zero row: the sum of one product -0.0 is -0.0 (no 0.0 + -0.0)
+    A = sp.csr_array((np.array([-1.0, 2.0]), np.array([1, 0]), np.array([0, 1, 1, 2])), shape=(3, 3))
+    X = np.array([[1.0, 2.0], [0.0, 0.0], [5.0, 6.0]])
+    Y = np.asarray(spmm(A=A, X=X)["Y"])
+    np.testing.assert_array_equal(Y, [[0.0, 0.0], [0.0, 0.0], [2.0, 4.0]])
+    assert np.signbit(Y[0]).all() and not np.signbit(Y[1]).any()
+
+
+def test_whole_row_workspace_with_max_into_csr(spmm_max):
+    assert "_first" in spmm_max.executable.source
+    n, f = 37, 3
+    A = _random_csr(n, n, 0.08, seed=5)
+    X = np.random.default_rng(6).standard_normal((n, f))
+    Y = spmm_max(A=A, X=X)["Y"]
+    dense = A.toarray()
+    expect = np.zeros((n, f))
+    rows_present = np.diff(A.indptr) > 0
+    for i in range(n):
+        cols = A.indices[A.indptr[i]:A.indptr[i + 1]]
+        if len(cols):
+            expect[i] = (dense[i, cols][:, None] * X[cols]).max(axis=0)
+    Ys = sp.csr_array(Y)
+    assert Ys.nnz == rows_present.sum() * f  # a row with any entry is present in every column
+    np.testing.assert_allclose(_dense_of(Ys), expect, rtol=1e-12, atol=0)
+
+
+def test_spgemm_auto_is_unswitched_and_lists_long_rows_by_scan(spgemm):
+    src = spgemm.executable.source
+    assert "_mark[" in src and "for w_ws_t in range(w_ws_width)" in src
+    # one test of the accumulator per row, none per product
+    assert src.count("if w_ws_hash:") <= 4
+
+
+@pytest.mark.parametrize("n, seed", [(1, 0), (16, 1), (33, 2), (500, 3)])
+def test_spgemm_mixed_rows_match_scipy(spgemm, n, seed):
+    rng = np.random.default_rng(seed)
+    A = _random_csr(n, n, min(1.0, 2.0 / max(n, 1)), seed)  # light rows: hashed (work * 32 < width)
+    B = _random_csr(n, n, min(1.0, 3.0 / max(n, 1)), seed + 100)
+    if n > 40:
+        # heavy rows: a dense row of A reaches most columns (dense accumulator, listed by scanning)
+        A = A.tolil()
+        A[7, :] = rng.standard_normal(n)
+        A[n - 1, : n // 2] = rng.standard_normal(n // 2)
+        A = sp.csr_array(A.tocsr())
+        B = B.tolil()
+        B[3, :] = rng.standard_normal(n)
+        B = sp.csr_array(B.tocsr())
+    A.sort_indices()
+    B.sort_indices()
+    C = sp.csr_array(spgemm(A=A, B=B)["C"])
+    ref = sp.csr_array(A @ B)
+    ref.sort_indices()
+    # same stored pattern (explicit products that cancel to 0 are stored by both), sorted columns
+    structural = sp.csr_array((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape) @ \
+        sp.csr_array((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
+    assert C.nnz == structural.nnz
+    for i in range(n):
+        cols = C.indices[C.indptr[i]:C.indptr[i + 1]]
+        assert np.all(np.diff(cols) > 0)
+    np.testing.assert_allclose(C.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("accumulator", ["dense", "hash", "sort"])
+def test_forced_accumulators_agree_with_scipy(accumulator):
+    kernel = sd.loads(SPGEMM, name=f"perf_spgemm_{accumulator}").compile(target="numba", accumulator=accumulator)
+    assert "_first" not in kernel.executable.source
+    A = _random_csr(70, 70, 0.06, seed=11)
+    A = A.tolil()
+    A[2, :] = 1.5
+    A = sp.csr_array(A.tocsr())
+    A.sort_indices()
+    C = sp.csr_array(kernel(A=A, B=A)["C"])
+    np.testing.assert_allclose(C.toarray(), (A @ A).toarray(), rtol=1e-12, atol=1e-12)
