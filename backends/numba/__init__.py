@@ -40,7 +40,7 @@ from .codegen import render_module
 VERSION = "0.2.0"
 # the array dtype kernels see: Numba has no CPU float16, so f16 values travel as float32 (exactly)
 KERNEL_DTYPE = dict(NUMPY_DTYPE, f16=np.dtype(np.float32))
-EMITS = ("loops", "code")
+EMITS = ("loops", "code", "artifact")
 _LOWERING_OPTIONS = ("accumulator", "parallel")
 
 
