@@ -34,6 +34,7 @@ from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
 from sparsedsl.loop_ir import nodes as L
 from sparsedsl.tensor_ir import nodes as T
+from sparsedsl.tensor_ir.presence import is_full
 from sparsedsl.tensor_ir.types import FLOAT_DTYPES, Dim, is_float, is_int, promote
 
 SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
@@ -296,39 +297,13 @@ class Lowerer:
         return Storage(st.target, "bitmap", dtype, shape)
 
     def static_full(self, e: T.Expr) -> bool:
-        """Present at every coordinate, whatever the inputs hold."""
-        match e:
-            case T.Lit() | T.IndexVal():
-                return True
-            case T.ScalarRef(name=name, is_size=is_size):
-                return is_size or self.storage[name].kind != "oscalar"
-            case T.Access(tensor=t, pos=pos):
-                s = self.storage.get(t)
-                return s is not None and s.kind in ("dense", "scalar") and all(
-                    isinstance(p, T.IndexVal) for p in pos)
-            case T.Binary(op=op, lhs=a, rhs=b):
-                if op in T.UNION_OPS:
-                    want = set(T.free_indices(e))
-                    full_ops = [x for x in (a, b) if want <= set(T.free_indices(x))]
-                    if full_ops:
-                        return any(self.static_full(x) for x in full_ops)
-                return self.static_full(a) and self.static_full(b)
-            case T.Unary(operand=a) | T.Cast(operand=a):
-                return self.static_full(a)
-            case T.Call(fn=fn, args=args):
-                if fn in T.UNION_FUNCS and len(args) == 2:
-                    want = set(T.free_indices(e))
-                    full_ops = [x for x in args if want <= set(T.free_indices(x))]
-                    if full_ops:
-                        return any(self.static_full(x) for x in full_ops)
-                return all(self.static_full(x) for x in args)
-            case T.Reduce(body=b):
-                return not T.free_indices(e) or self.static_full(b)
-            case T.Softmax(body=b):
-                return self.static_full(b)
-            case T.Fill():
-                return True
-        return False
+        """Present at every coordinate, whatever the inputs hold (a reduction over an empty range is absent)."""
+
+        def stored_full(name: str) -> bool:
+            s = self.storage.get(name)
+            return s is not None and s.kind in ("dense", "scalar")
+
+        return is_full(e, stored_full)
 
     # ------------------------------------------------------------ program
 
