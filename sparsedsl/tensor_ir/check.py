@@ -553,7 +553,7 @@ class Checker:
                 ir_name = self.names.fresh(f"{self.def_stack[-1]}_{item.target}")  # a def's local
             sym = Symbol(item.target, "temp", item.span, ir_name=ir_name)
             scope.define(sym)
-        full_value = is_full(ir, self.static_full)
+        full_value = is_full(ir, self.static_full, assume_nonempty=True)
         if sym.type is None:
             fmt = AUTO
             if sym.kind == "output":
