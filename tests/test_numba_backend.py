@@ -275,7 +275,8 @@ def test_dtypes(compiled, dtype):
     A = rand_csr(rng, 9, 8, 0.4, dtype=np_dtype, empty_rows=(4,))
     B = rand_csr(rng, 9, 8, 0.4, dtype=np_dtype)
     x = np.asarray(rng.integers(-3, 4, 8), dtype=np_dtype)
-    check_all(ir, exe, dict(A=A, B=B, x=x))
+    got = check_all(ir, exe, dict(A=A, B=B, x=x))
+    assert got["C"].dtype == dtype and got["y"].dtype == dtype
 
 
 def test_int64_indices(compiled):

@@ -154,7 +154,8 @@ def test_every_dtype(compiled, dtype):
     for m, n, density, empty in SHAPES[:4]:
         A = rand_sparse(rng, m, n, density, DTYPES[dtype], empty_rows=empty)
         B = rand_sparse(rng, m, n, density, DTYPES[dtype])
-        check(ir, exe, dict(A=A, B=B))
+        got = check(ir, exe, dict(A=A, B=B))
+        assert got["C"].dtype == dtype and got["P"].dtype == "bool"
 
 
 def test_integer_arithmetic_wraps_like_numpy(compiled):

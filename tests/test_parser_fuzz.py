@@ -28,8 +28,8 @@ VOCABULARY = PUNCTUATION + WORDS + NUMBERS + LAYOUT + JUNK
 LARK_NAMES = re.compile(r"\b(RSQB|LSQB|LPAR|RPAR|COMMA|__ANON_\d+|_NEWLINE|_INDENT|_DEDENT|\$END|NAME|NUMBER)\b")
 
 
-def check(text: str) -> None:
-    """The property every input must satisfy."""
+def check(text: str) -> str:
+    """The property every input must satisfy; returns "parsed" or "diagnosed" (any other exception fails)."""
     try:
         module = parse(text, "fuzz.sdsl")
     except SdslSyntaxError as err:
@@ -40,8 +40,9 @@ def check(text: str) -> None:
         assert 1 <= span.col <= len(lines[span.line - 1]) + 1, (span, text)
         assert err.message and not LARK_NAMES.search(err.message), err.message
         assert err.render().startswith(f"fuzz.sdsl:{span.line}:{span.col}: error: ")
-    else:
-        assert isinstance(module, ast.Module)
+        return "diagnosed"
+    assert isinstance(module, ast.Module)
+    return "parsed"
 
 
 tokens = st.sampled_from(VOCABULARY)
@@ -51,7 +52,7 @@ separators = st.sampled_from(["", " ", " ", " "])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(tokens, separators), max_size=40))
 def test_random_token_streams(pairs):
-    check("".join(tok + sep for tok, sep in pairs))
+    assert check("".join(tok + sep for tok, sep in pairs)) in ("parsed", "diagnosed")
 
 
 # Statement-shaped streams get further into the grammar than uniform noise does.
@@ -62,7 +63,8 @@ _starts = st.sampled_from(["x = ", "X[i, j] = ", "input A: ", "output y", "repea
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(_starts, st.lists(st.tuples(tokens, separators), max_size=10)), min_size=1, max_size=4))
 def test_random_statement_shaped_streams(lines):
-    check("".join(start + "".join(t + s for t, s in rest) + "\n" for start, rest in lines))
+    assert check("".join(start + "".join(t + s for t, s in rest) + "\n" for start, rest in lines)) in (
+        "parsed", "diagnosed")
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|0[xX][0-9a-fA-F]+|\d+\.\d+|\d+|\.\d+|//|->|[+<>=!]=|\s+|#[^\n]*|.", re.S)
@@ -95,16 +97,15 @@ def _mutate(text: str, data) -> str:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(CORPUS), st.data())
 def test_mutated_corpus_programs(program, data):
-    check(_mutate(program, data))
+    assert check(_mutate(program, data)) in ("parsed", "diagnosed")
 
 
 def test_corpus_itself_parses():
     for text in CORPUS:
-        check(text)
-        parse(text)
+        assert check(text) == "parsed", text
 
 
 def test_edge_texts():
     for text in ["", "\n", "\r\n", "#", "(", ")", "]", "[" * 50, "x = " + "(" * 300 + "1" + ")" * 300,
                  "x = " + "-" * 500 + "1", "\t", "\x00", "x =\\\n 1", "repeat", "def", ":", "\n    x = 1\n"]:
-        check(text)
+        assert check(text) in ("parsed", "diagnosed"), repr(text)
