@@ -3,6 +3,7 @@
     python benchmarks/overhead.py                  # serial kernels (parallel=False), 20×20 CSR, 20×4 dense
     python benchmarks/overhead.py --parallel       # the default parallel kernels (adds the threading layer)
     python benchmarks/overhead.py --calls 20000 --n 20 --features 4
+    python benchmarks/overhead.py --new-process    # a cached program's first call in a new process
 
 Issue 3 asks for a warm call's fixed overhead (input validation, conversions, dispatch) under 200 µs for
 small inputs. A call ``kernel(A=A, X=X)`` is timed whole and in parts, each the median of ``--calls`` timed
@@ -22,6 +23,14 @@ is asserted; the numbers are printed so that the figure can be re-measured on an
 times with this thread's CPU clock instead of the wall clock: on a machine busy with other work the wall clock
 also counts the time the process waited for a core (with ``--parallel``, the cpu clock misses the work of
 Numba's worker threads: use the wall clock there).
+
+``--new-process`` measures instead what issue 3 bounds at 1 s: a cached program's first call in a new
+process. Each kernel's program is written to a file; a child process then imports sparsedsl, loads and
+compiles the file and calls the kernel once, ``--runs`` times in a row on one cache folder. The first run
+fills the caches (Numba's compile included); the later runs are the figure. Each child reports its phases
+(numpy and scipy, ``import sparsedsl``, ``load``, ``compile``, the first call), and the whole process is also
+timed from outside (interpreter start-up and exit included). ``floor`` is a child that only imports numpy,
+scipy.sparse and Numba and calls one cached ``@njit`` function: the part no sparsedsl change can remove.
 """
 from __future__ import annotations
 
@@ -132,6 +141,73 @@ def measure(kind: str, n: int, features: int, calls: int, parallel: bool, target
     return row
 
 
+_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import scipy.sparse as sp
+t1 = time.perf_counter()
+import sparsedsl as sd
+t2 = time.perf_counter()
+program = sd.load(sys.argv[1])
+t3 = time.perf_counter()
+kernel = program.compile(target="numba", parallel=sys.argv[3] == "parallel")
+t4 = time.perf_counter()
+rng = np.random.default_rng(0)
+n = int(sys.argv[4])
+if sys.argv[2] == "spmm":
+    inputs = {"A": sp.random_array((n, n), density=0.2, format="csr", dtype=np.float32, rng=rng),
+              "X": rng.random((n, int(sys.argv[5])), dtype=np.float32)}
+else:
+    inputs = {"A": sp.random_array((n, n), density=0.2, format="csr", dtype=np.float64, rng=rng),
+              "B": sp.random_array((n, n), density=0.2, format="csr", dtype=np.float64, rng=rng)}
+t5 = time.perf_counter()
+kernel(**inputs)
+t6 = time.perf_counter()
+print(json.dumps({"numpy+scipy": t1 - t0, "import sparsedsl": t2 - t1, "load": t3 - t2, "compile": t4 - t3,
+                  "first call": t6 - t5, "total": (t6 - t0) - (t5 - t4)}))
+"""
+
+_FLOOR = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import scipy.sparse as sp
+import numba
+sys.path.insert(0, sys.argv[1])
+import sdsl_floor_probe
+sdsl_floor_probe.f(1.0)
+print(json.dumps({"total": time.perf_counter() - t0}))
+"""
+
+
+def new_process(kinds, runs: int, n: int, features: int, parallel: bool) -> None:
+    """Print each run's phases (ms) of a child process that loads, compiles and calls a program once."""
+    import json
+    import subprocess
+
+    folder = os.environ["SDSL_CACHE_DIR"]
+    probe = os.path.join(folder, "sdsl_floor_probe.py")
+    with open(probe, "w", encoding="utf-8") as fh:
+        fh.write("import numba\n\n\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1.0\n")
+    cases = [("floor", [sys.executable, "-c", _FLOOR, folder])]
+    for kind in kinds:
+        path = os.path.join(folder, f"{kind}.sdsl")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(PROGRAMS[kind])
+        cases.append((kind, [sys.executable, "-c", _CHILD, path, kind, "parallel" if parallel else "serial",
+                             str(n), str(features)]))
+    for kind, command in cases:
+        print(f"\n{kind}:")
+        for run in range(1, runs + 1):
+            start = time.perf_counter()
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            process = time.perf_counter() - start
+            phases = json.loads(out.stdout.strip().splitlines()[-1])
+            cells = "  ".join(f"{name} {seconds * 1e3:6.0f}" for name, seconds in phases.items())
+            print(f"  run {run}{' (fills the caches)' if run == 1 else ''}: {cells}  process {process * 1e3:6.0f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="rows/columns of the sparse matrix (default 20)")
@@ -142,9 +218,17 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                         help="wall: time.perf_counter; cpu: this thread's CPU time (steadier on a busy machine)")
     parser.add_argument("--kernels", default="spmm,spgemm", help="comma-separated: spmm, spgemm")
+    parser.add_argument("--new-process", action="store_true",
+                        help="time a cached program's first call in a new process instead (see above)")
+    parser.add_argument("--runs", type=int, default=4, help="child processes per kernel with --new-process")
     args = parser.parse_args(argv)
     # a fresh cache folder unless the caller chose one: the first call then includes Numba's compile
     os.environ.setdefault("SDSL_CACHE_DIR", tempfile.mkdtemp(prefix="sdsl-overhead-"))
+    if args.new_process:
+        print(f"python {sys.version.split()[0]}; a new process per run; cache folder {os.environ['SDSL_CACHE_DIR']}; "
+              f"{'parallel' if args.parallel else 'serial (parallel=False)'} kernels; times in ms")
+        new_process([k.strip() for k in args.kernels.split(",")], args.runs, args.n, args.features, args.parallel)
+        return 0
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}; target {args.target}"
           f"{'' if args.target != 'numba' else ', parallel' if args.parallel else ', serial (parallel=False)'}; "

@@ -3,7 +3,9 @@
 ``load``/``loads`` parse and check a file or a string and return a ``Program``; ``Program.compile(target)``
 returns a ``Kernel`` that binds keyword inputs, runs the backend's executable and converts the outputs back to
 scipy / numpy / torch (interface.md). Compilations are kept per ``Program`` instance, keyed by target and
-options; backends that generate code also cache it on disk (``sparsedsl.runtime.cache``).
+options; backends that generate code also cache it on disk (``sparsedsl.runtime.cache``), and so is the
+parsed AST of every text that parses (``_parse``), so that a new process running a known program does not
+import the parser at all.
 
 Backend contract (one module per target, imported lazily from ``BACKENDS``):
 
@@ -18,7 +20,10 @@ Backend contract (one module per target, imported lazily from ``BACKENDS``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.util
+import pickle
 import sys
 import time
 from importlib import resources
@@ -46,11 +51,11 @@ BACKENDS: Mapping[str, str] = MappingProxyType({
 TARGETS: tuple[str, ...] = tuple(BACKENDS)
 
 
-def run_passes(program: nodes.Program):
+def run_passes(program: nodes.Program, fusion: bool = True):
     """The optimization pipeline (``sparsedsl.passes.pipeline``): ``(program', decisions for explain)``."""
     from sparsedsl.passes.pipeline import run_passes as pipeline
 
-    return pipeline(program)
+    return pipeline(program, fusion)
 
 
 def backend_module(target: str):
@@ -241,6 +246,9 @@ class Program:
             backend = backend_module(target)
             start = time.perf_counter()
             lowered, _decisions = run_passes(program)
+            if target == "ref":
+                # the oracle runs the program as written (the passes above still validated its schedules)
+                lowered, _decisions = run_passes(program, fusion=False)
             executable = backend.compile(lowered, dict(options))
             kernel = Kernel(self, target, options, executable, lowered, time.perf_counter() - start)
             self._kernels[key] = kernel
@@ -289,8 +297,15 @@ class Program:
                 lines.append("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
         lowered, decisions = run_passes(self._ir)
         reasons = {d.subject: d.reason for d in decisions if d.kind == "format"}
+        fused = {d.subject: d for d in decisions if d.kind == "fusion"}
+        kept = {d.name: d for d in lowered.decls}
         rows = []
-        for d in lowered.decls:
+        for d in self._ir.decls:
+            if d.name in fused:
+                # computed inside its reader by the fusion pass: listed, with where it went
+                rows.append((d.name, d.kind, f"{d.type} {fused[d.name].choice}", fused[d.name].reason))
+                continue
+            d = kept.get(d.name, d)
             storage = getattr(d, "storage", None)
             shown = str(d.type) if storage is None else f"{d.type} stored as {storage}"
             rows.append((d.name, d.kind, shown, reasons.get(d.name) or _default_reason(d)))
@@ -298,7 +313,7 @@ class Program:
         for name, kind, shown, reason in rows:
             lines.append(f"  {name:<{widths[0]}}  {kind:<{widths[1]}}  {shown:<{widths[2]}}  {reason}")
         for decision in decisions:
-            if decision.kind != "format":
+            if decision.kind not in ("format", "fusion"):
                 lines.append(f"  {decision}")
         # The CPU backend's own choices (row accumulators and why). They depend only on the program, so they
         # are shown without compiling; a program the backend refuses simply has none to show.
@@ -352,12 +367,56 @@ def _build(module: syntax.Module, loader, path: str | None) -> Program:
     return Program(None, module, loader, path, functions)
 
 
-def loads(text: str, name: str = "inline") -> Program:
-    """Parse and check program text; ``name`` is what diagnostics call it. Imports resolve from the current
-    folder, then ``SDSL_PATH``, then the standard library."""
+# What a parse depends on besides the text and its name: the grammar, the front end, the AST classes and the
+# spans they carry (core). Lark's own entry file carries its version.
+_PARSE_PACKAGES = ("sparsedsl.frontend", "sparsedsl.core", "sparsedsl.grammar")
+
+
+def _parse_key(text: str, name: str) -> str:
+    from sparsedsl.runtime.cache import cache_key, source_fingerprint
+
+    lark = importlib.util.find_spec("lark")
+    lark_entry = Path(lark.origin).read_text(encoding="utf-8") if lark is not None and lark.origin else ""
+    version = "%s-%d.%d" % (source_fingerprint(_PARSE_PACKAGES), *sys.version_info[:2])
+    return cache_key(text, {"name": name, "lark": hashlib.sha256(lark_entry.encode("utf-8")).hexdigest()},
+                     "ast", version)
+
+
+def _parse(text: str, name: str) -> syntax.Module:
+    """``frontend.parser.parse`` through the disk cache: a file parsed before (same text, name and front-end
+    code) is unpickled instead, without importing Lark or loading its tables — about a tenth of a second of
+    every new process that runs a program. Text that does not parse is never stored, so its diagnostics
+    always come from the parser; an unreadable or unwritable cache only costs the parse."""
+    from sparsedsl.runtime.cache import DiskCache
+
+    cache = DiskCache()
+    key = _parse_key(text, name)
+    try:
+        data = cache.get(key, ".ast")
+    except OSError:
+        data = None
+    if data is not None:
+        try:
+            stored_key, module = pickle.loads(data)
+        except Exception:  # a damaged entry (it was written atomically, but disks fail): parse again
+            stored_key = module = None
+        # the entry names its key: a file copied or renamed within the cache is not taken for another text
+        if stored_key == key and isinstance(module, syntax.Module):
+            return module
     from sparsedsl.frontend.parser import parse
 
     module = parse(text, name)
+    try:
+        cache.put(key, pickle.dumps((key, module), protocol=pickle.HIGHEST_PROTOCOL), ".ast")
+    except OSError:
+        pass
+    return module
+
+
+def loads(text: str, name: str = "inline") -> Program:
+    """Parse and check program text; ``name`` is what diagnostics call it. Imports resolve from the current
+    folder, then ``SDSL_PATH``, then the standard library."""
+    module = _parse(text, name)
     return _build(module, _loader_for(Path.cwd()), None)
 
 
@@ -372,8 +431,6 @@ def _resolve(path: Path) -> Path:
 
 def load(path: str | Path) -> Program:
     """Read, parse and check a ``.sdsl`` file. Imports resolve from its folder, ``SDSL_PATH``, the stdlib."""
-    from sparsedsl.frontend.parser import parse
-
     shown = str(path)
     real = _resolve(Path(path))
     try:
@@ -386,7 +443,7 @@ def load(path: str | Path) -> Program:
         raise SdslError(f"cannot read '{shown}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise SdslError(f"cannot read '{shown}': {exc.strerror or exc}") from None
-    module = parse(text, shown)
+    module = _parse(text, shown)
     return _build(module, _loader_for(real.resolve().parent), shown)
 
 

@@ -99,7 +99,15 @@ def test_masked_products_iterate_the_mask():
     assert ("x_j", "intersect", 1, 0) in kinds(sddmm) and ("x_d", "dense", 0, 0) in kinds(sddmm)
     tri = lower("input L: csr<f64>[N, N]\noutput T: f64\n"
                 "T = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
-    assert kinds(tri) == [("x_i", "dense", 0, 0), ("x_j", "intersect", 1, 0), ("x_k", "intersect", 2, 0)]
+    # the scalar reduction's rows are split over threads (a plain loop, not a forall); L[i, :] does not change
+    # inside the loop over j, so it is scattered into a map and looked up, driven by L[j, :]
+    assert kinds(tri) == [("x_j", "intersect", 1, 0), ("x_k", "intersect", 1, 0)]
+    assert all(k.parallel for k in tri.kernels)
+    (inner,) = [f for f in foralls(tri) if f.var == "x_k"]
+    assert len(inner.iteration.lookups) == 1 and inner.iteration.lookups[0].start != inner.iteration.drivers[0].start
+    merged = lower("input L: csr<f64>[N, N]\noutput T: f64\n"
+                   "T = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n", lookup=False)
+    assert [k for k in kinds(merged) if k[0] == "x_k"] == [("x_k", "intersect", 2, 0)]
 
 
 def test_softmax_gets_row_passes_before_the_row():

@@ -7,7 +7,7 @@ from sparsedsl.tensor_ir.loader import ModuleLoader
 
 def run(src):
     prog = check_module(parse(src, "p.sdsl"), ModuleLoader([], use_env=False))
-    return prog, *run_passes(prog)
+    return prog, *run_passes(prog, fusion=False)  # format selection alone (fusion: test_fusion.py)
 
 
 ATTENTION = """

@@ -1,9 +1,9 @@
 """Loop IR → Python source for Numba.
 
 The text is a stand-alone module importing only numpy and numba: helper functions, one ``@numba.njit``
-function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off; the
-numpy error model, so division by zero gives inf/nan/0 as numpy does instead of raising), and a plain Python
-``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
+function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off
+except LLVM's ``reassoc`` flag on kernels, see ``render_module``; the numpy error model, so division by
+zero gives inf/nan/0 as numpy does instead of raising), and a plain Python ``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
 
 Every name printed comes from the loop IR, whose lowering mangled it from validated IR names; nothing is
 pasted from user text. The output is deterministic (golden-testable).
@@ -11,6 +11,8 @@ pasted from user text. The output is deterministic (golden-testable).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+import re
 
 import numpy as np
 
@@ -104,6 +106,30 @@ def _sift(a, lo, root, n):
 
 
 @numba.njit(**_JIT)
+def _row_split(c, nchunks, n, p, q):
+    """First row of chunk c of nchunks contiguous ranges of equal work; row i weighs 1 plus its entries in
+    the row-pointer arrays p and q (its work is linear in them)."""
+    total = n + (p[n] - p[0]) + (q[n] - q[0])
+    target = (total * c + nchunks - 1) // nchunks
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if mid + (p[mid] - p[0]) + (q[mid] - q[0]) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    # the nearer of the two cuts around the target: a heavy row then gets a range of its own rather than
+    # taking the rows before it along
+    if lo > 0:
+        below = (lo - 1) + (p[lo - 1] - p[0]) + (q[lo - 1] - q[0])
+        above = lo + (p[lo] - p[0]) + (q[lo] - q[0])
+        if target - below < above - target:
+            return lo - 1
+    return lo
+
+
+@numba.njit(**_JIT)
 def _max2(a, b):
     """numpy.maximum: NaN wins."""
     if a >= b or a != a:
@@ -121,9 +147,10 @@ def _min2(a, b):
 
 @numba.njit(**_JIT)
 def _sigmoid(x):
-    # two branches so that neither exponential overflows into a NaN
-    pos = 1.0 / (1.0 + np.exp(-np.abs(x)))
-    return pos if x >= 0 else 1.0 - pos
+    # exp of -|x| only, so it never overflows; below 0, z / (1 + z) keeps tiny values' precision, which
+    # 1 - 1 / (1 + z) lost (0.0 instead of 4e-18 at x = -40), as the reference interpreter computes it
+    z = np.exp(-np.abs(x))
+    return 1.0 / (1.0 + z) if x >= 0 else z / (1.0 + z)
 
 
 @numba.njit(**_JIT)
@@ -279,6 +306,44 @@ def _ipow(a, b):
 '''
 
 
+def _split_prelude(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The prelude's imports and settings, then each helper function as (name, source block): top-level
+    blocks are separated by two blank lines (PEP 8), and no helper has two blank lines inside."""
+    head, *blocks = text.rstrip("\n").split("\n\n\n")
+    return head, tuple((re.search(r"^def (\w+)\(", b, re.M).group(1), b) for b in blocks)
+
+
+def _closures(helpers: tuple[tuple[str, str], ...], names: re.Pattern) -> dict[str, frozenset[str]]:
+    """Each helper with the helpers it calls, directly or not (``_silu`` needs ``_sigmoid``)."""
+    blocks = dict(helpers)
+    out = {}
+    for name in blocks:
+        todo, seen = [name], set()
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(names.findall(blocks[n]))
+        out[name] = frozenset(seen)
+    return out
+
+
+_PRELUDE_HEAD, _HELPERS = _split_prelude(PRELUDE)
+_HELPER_NAME = re.compile(r"\b(" + "|".join(name for name, _ in _HELPERS) + r")\b")
+_HELPER_DEPS = _closures(_HELPERS, _HELPER_NAME)
+
+
+def prelude_for(kernel_text: str) -> str:
+    """``PRELUDE`` with only the helper functions that ``kernel_text`` (the rest of the module: kernels and
+    ``run``) names, and those they call. Each ``@numba.njit(cache=True)`` function, even one never called,
+    costs the import of the generated module a Numba cache locator (file stats and a probe that the cache
+    folder is writable), and its text must be compiled. With every helper named, this is ``PRELUDE`` itself."""
+    used: set[str] = set()
+    for name in set(_HELPER_NAME.findall(kernel_text)):
+        used |= _HELPER_DEPS[name]
+    return "\n\n\n".join([_PRELUDE_HEAD, *(block for name, block in _HELPERS if name in used)]) + "\n"
+
+
 class Printer:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -287,6 +352,10 @@ class Printer:
         self.cursor_keys: dict[str, str] = {}
         # the accumulator an ``auto`` workspace is printed with inside one branch of its unswitched row
         self.ws_mode: dict[str, str] = {}
+        # workspaces whose next Compact may leave the keys unordered
+        self.unordered: set[str] = set()
+        # the host statements are being printed into a compiled function (see render_module)
+        self.host_jit = False
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -330,6 +399,8 @@ class Printer:
             return f"({a[1]} if {a[0]} else {a[2]})"
         elif e.op == "neg":
             text = f"(-{a[0]})"
+        elif e.op == "row_split":
+            return f"_row_split({', '.join(a)})"
         elif e.op == "max2":
             text = f"_max2({a[0]}, {a[1]})"
         elif e.op == "min2":
@@ -361,10 +432,18 @@ class Printer:
                 end = next((j for j in range(i + 1, len(body))
                             if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
                 if end is not None:
+                    if not body[end].values and end + 1 < len(body) and _counts_keys(body[end + 1], s.ws):
+                        self.unordered.add(s.ws)
                     self.unswitched(body[i:end + 1], s.ws, depth)
+                    self.unordered.discard(s.ws)
                     i = end + 1
                     continue
+            if isinstance(s, L.Compact) and not s.values and i + 1 < len(body) and _counts_keys(body[i + 1], s.ws):
+                # only counted afterwards (a symbolic phase): the keys need no ordering
+                self.unordered.add(s.ws)
             self.stmt(s, depth)
+            if isinstance(s, L.Compact) and s.ws not in self.ws_mode:
+                self.unordered.discard(s.ws)
             i += 1
 
     def unswitched(self, run, ws: str, d: int) -> None:
@@ -435,7 +514,12 @@ class Printer:
                     self.line(d + 2, "break")
             case L.PrefixSum(dst=dst, src=src):
                 self.line(d, f"{dst}[0] = 0")
-                self.line(d, f"np.cumsum({src}, out={dst}[1:])")
+                if self.host_jit:
+                    # np.cumsum(out=...) is not available in compiled code
+                    self.line(d, f"for _t in range({src}.shape[0]):")
+                    self.line(d + 1, f"{dst}[_t + 1] = {dst}[_t] + {src}[_t]")
+                else:
+                    self.line(d, f"np.cumsum({src}, out={dst}[1:])")
             case L.Return(values=vs):
                 self.line(d, "return " + ", ".join(self.expr(v) for v in vs))
             case L.Comment(text=t):
@@ -457,11 +541,61 @@ class Printer:
                 self.line(depth, f"{cur.found} = {cur.pos} < {cur.name}_e and {cur.idx}[{cur.pos}] == {v}")
 
         if it.kind == "dense":
+            first = self.range_first(s)
+            if first is not None:
+                # a range workspace's first contribution stores, later ones combine: test that once per
+                # loop, not per element, so that the loop vectorizes
+                self.line(d, f"if {first}_first:")
+                self.ws_mode[first] = "first"
+                self.forall(s, d + 1)
+                self.line(d, "else:")
+                self.ws_mode[first] = "combine"
+                self.forall(s, d + 1)
+                del self.ws_mode[first]
+                return
+            body = list(s.body)
+            flags = _loop_flags(s)
+            if flags:
+                # ``flag = True`` at every point of a dense range: true iff the range is not empty
+                self.line(d, f"if {self.expr(it.extent)} > 0:")
+                for f in flags:
+                    self.line(d + 1, f"{f} = True")
+                body = [b for b in body if not (isinstance(b, L.Set) and b.name in flags)]
+            body, hoisted = _hoist_invariants(body, v, it.followers)
+            if hoisted:
+                # the parts of the accumulated values that do not change along the loop (an attention
+                # weight, an exp), computed once; only if the loop runs, so that nothing new is evaluated
+                self.line(d, f"if {self.expr(it.extent)} > 0:")
+                d += 1
+                for name, e in hoisted:
+                    self.line(d, f"{name} = {self.expr(e)}")
             self.line(d, f"for {v} in range({self.expr(it.extent)}):")
             followers(d + 1)
-            self.stmts(s.body, d + 1)
+            self.stmts(body, d + 1)
             return
         drivers = it.drivers
+        for cur in it.lookups:
+            # refill the map only when the segment changed since the last visit
+            m = cur.name
+            self.line(d, f"{m}_s = {self.expr(cur.start)}")
+            self.line(d, f"{m}_e = {self.expr(cur.stop)}")
+            self.line(d, f"if {m}_s != {m}_mlo or {m}_e != {m}_mhi:")
+            self.line(d + 1, f"for {m}_t in range({m}_s, {m}_e):")
+            self.line(d + 2, f"{m}_map[{cur.idx}[{m}_t]] = {m}_t")
+            self.line(d + 1, f"{m}_mlo = {m}_s")
+            self.line(d + 1, f"{m}_mhi = {m}_e")
+        if it.lookups:
+            (cur,) = drivers
+            self.line(d, f"for {cur.pos} in range({self.expr(cur.start)}, {self.expr(cur.stop)}):")
+            self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
+            self.line(d + 1, f"{cur.found} = True")
+            for lk in it.lookups:
+                self.line(d + 1, f"{lk.pos} = {lk.name}_map[{v}]")
+                self.line(d + 1, f"{lk.found} = {lk.pos} >= {lk.name}_s and {lk.pos} < {lk.name}_e")
+            self.line(d + 1, "if " + " and ".join(lk.found for lk in it.lookups) + ":")
+            followers(d + 2)
+            self.stmts(s.body, d + 2)
+            return
         if it.kind == "intersect" and len(drivers) == 1 and not it.followers and _counts_only(s):
             # a loop that only counts its coordinates adds the segment's length
             (cur,) = drivers
@@ -471,7 +605,11 @@ class Printer:
         if it.kind == "intersect" and len(drivers) == 1:
             (cur,) = drivers
             self.line(d, f"for {cur.pos} in range({self.expr(cur.start)}, {self.expr(cur.stop)}):")
-            self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
+            if self.identity_keys(cur.idx):
+                # a compacted range workspace lists every key in order: the position is the key
+                self.line(d + 1, f"{v} = {cur.pos}")
+            else:
+                self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
             self.line(d + 1, f"{cur.found} = True")
             followers(d + 1)
             self.stmts(s.body, d + 1)
@@ -511,6 +649,19 @@ class Printer:
         for c in drivers:
             self.line(d + 1, f"if {c.found}:")
             self.line(d + 2, f"{c.pos} += 1")
+
+    def range_first(self, s: L.Forall) -> str | None:
+        """The range workspace this dense loop accumulates into directly, if its first/combine test is
+        still undecided here."""
+        for b in s.body:
+            if isinstance(b, L.Accumulate) and b.value is not None:
+                ws = self.ws_kind.get(b.ws)
+                if ws is not None and ws.kind == "range" and b.ws not in self.ws_mode:
+                    return b.ws
+        return None
+
+    def identity_keys(self, idx: str) -> bool:
+        return any(ws.kind == "range" and idx == f"{name}_cidx" for name, ws in self.ws_kind.items())
 
     # ------------------------------------------------------------ workspaces
 
@@ -611,6 +762,12 @@ class Printer:
             self.line(d, f"{w}_v = {self.expr(s.value)}")
         if ws.kind == "range":
             if s.value is None:
+                return
+            if self.ws_mode.get(w) == "first":
+                self.line(d, f"{w}_val[{w}_k] = {w}_v")
+                return
+            if self.ws_mode.get(w) == "combine":
+                self.line(d, f"{w}_val[{w}_k] = {combine(s.op, f'{w}_val[{w}_k]', f'{w}_v', ws.dtype)}")
                 return
             self.line(d, f"if {w}_first:")
             self.line(d + 1, f"{w}_val[{w}_k] = {w}_v")
@@ -722,6 +879,8 @@ class Printer:
 
     def compact_dense(self, s: L.Compact, d: int) -> None:
         w = s.ws
+        if w in self.unordered:
+            return
         # a row touching a good part of the width is listed in order by one sequential scan of the marks,
         # cheaper than sorting its keys (n log n random accesses); short rows are sorted
         self.line(d, f"if {w}_n > 32 and {w}_n * 64 >= {w}_width:")
@@ -738,6 +897,8 @@ class Printer:
 
     def compact_hash(self, s: L.Compact, d: int) -> None:
         w = s.ws
+        if w in self.unordered:
+            return
         self.line(d, f"_sort_segment({w}_hlist, 0, {w}_n)")
         if s.values:
             self.line(d, f"for {w}_t in range({w}_n):")
@@ -746,6 +907,55 @@ class Printer:
             self.line(d + 1, f"while {w}_key[{w}_h] != {w}_k:")
             self.line(d + 2, f"{w}_h = ({w}_h + 1) & ({w}_cap - 1)")
             self.line(d + 1, f"{w}_hcval[{w}_t] = {w}_hval[{w}_h]")
+
+
+def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
+    """Accumulate values of a loop body made only of accumulations, with each largest operation that does
+    not read the loop variable (or a follower's position) replaced by a name computed before the loop."""
+    if not body or not all(isinstance(b, L.Accumulate) and b.value is not None for b in body):
+        return body, []
+    moving = {var} | {c.pos for c in followers} | {c.found for c in followers}
+    hoisted: list[tuple[str, L.Expr]] = []
+
+    def visit(e: L.Expr) -> L.Expr:
+        if isinstance(e, L.Op) and e.op not in ("select",) and not (L.expr_names(e) & moving) \
+                and any(isinstance(x, L.Op) for x in _ops(e)):
+            name = f"{body[0].ws}_inv{len(hoisted)}"
+            hoisted.append((name, e))
+            return L.Var(name)
+        if isinstance(e, L.Op):
+            return replace(e, args=tuple(visit(a) for a in e.args))
+        if isinstance(e, L.Cast):
+            return replace(e, arg=visit(e.arg))
+        return e
+
+    out = [replace(b, value=visit(b.value)) for b in body]
+    return (out, hoisted) if hoisted else (body, [])
+
+
+def _ops(e: L.Expr):
+    yield e
+    for x in L.expr_children(e):
+        yield from _ops(x)
+
+
+def _loop_flags(s: L.Forall) -> list[str]:
+    """Names the loop's body sets to True unconditionally and never reads."""
+    flags = [b.name for b in s.body if isinstance(b, L.Set) and b.value == L.Const(True, "bool")]
+    if not flags:
+        return []
+    rest = [b for b in s.body if not (isinstance(b, L.Set) and b.name in flags)]
+    used = L.free_names(rest)
+    return [f for f in flags if f not in used]
+
+
+def _counts_keys(s: L.Stmt, ws: str) -> bool:
+    """``s`` walks the compacted keys of ``ws`` alone and only counts them (order-independent)."""
+    if not isinstance(s, L.Forall):
+        return False
+    it = s.iteration
+    return (it.kind == "intersect" and len(it.drivers) == 1 and not it.followers
+            and it.drivers[0].idx == f"{ws}_cidx" and _counts_only(s))
 
 
 def _counts_only(s: L.Forall) -> bool:
@@ -806,28 +1016,65 @@ def const(v, dtype: str) -> str:
     return str(iv) if dtype == "i64" else f"{NP_TYPE[dtype]}({iv})"
 
 
-def render_module(module: L.Module, header: str = "") -> str:
-    """The Python source of ``module``."""
+def render_module(module: L.Module, header: str = "", reassoc: bool = True, compile_host: bool = True) -> str:
+    """The Python source of ``module``.
+
+    ``reassoc``: kernels carry LLVM's ``reassoc`` fast-math flag and nothing else of fast-math (no
+    no-NaN / no-infinity / signed-zero / reciprocal / approximate-function assumptions), so that a float
+    reduction such as a dot product can use vector lanes (6x on SDDMM). The spec allows exactly this
+    (language.md § 5: results may differ by reassociation only). False keeps every sum in source order."""
     p = Printer()
     if header:
         for line in header.splitlines():
             p.line(0, "# " + line)
+    prelude_at = len(p.lines)
     p.lines.append(PRELUDE)
+    flags = "{'reassoc'}" if reassoc else "False"
+    p.line(0, f"_KJIT = dict(cache=True, fastmath={flags}, error_model=\"numpy\")")
     for k in module.kernels:
         p.line(0, "")
         p.line(0, "")
         par = "True" if k.parallel else "False"
-        p.line(0, f"@numba.njit(parallel={par}, **_JIT)")
+        p.line(0, f"@numba.njit(parallel={par}, **_KJIT)")
         p.line(0, f"def {k.name}({', '.join(k.params)}):")
         p.ws_kind = {}
         p.stmts(k.body, 1)
+    params = ", ".join(q.name for q in module.params)
     p.line(0, "")
     p.line(0, "")
-    p.line(0, f"def run({', '.join(q.name for q in module.params)}):")
+    if compile_host and any(isinstance(s, L.Loop) for s in module.host):
+        # a repeat: the whole host program (allocations, kernel calls, the loop and its test) is compiled
+        # too, so that an iteration costs no Python; its results come back as one flat tuple
+        flat = [a for r in module.results for a in r.arrays]
+        p.host_jit = True
+        p.line(0, "@numba.njit(**_KJIT)")
+        p.line(0, f"def _host({params}{', ' if params else ''}nthreads):")
+        p.stmts(module.host, 1)
+        p.line(1, f"return ({', '.join(flat)}{',' if len(flat) == 1 else ''})")
+        p.host_jit = False
+        p.line(0, "")
+        p.line(0, "")
+        p.line(0, f"def run({params}):")
+        p.line(1, f"_r = _host({params}{', ' if params else ''}numba.get_num_threads())")
+        first = 0
+        items = []
+        for r in module.results:
+            parts = [f"_r[{first + k}]" for k in range(len(r.arrays))]
+            first += len(r.arrays)
+            items.append(f"{r.tensor!r}: ({', '.join(parts)}{',' if len(parts) == 1 else ''})")
+        p.line(1, f"return {{{', '.join(items)}}}")
+        return _finish(p.lines, prelude_at)
+    p.line(0, f"def run({params}):")
     # read here, not inside a kernel: a kernel calling numba.get_num_threads() cannot be cached
     p.line(1, "nthreads = numba.get_num_threads()")
     p.stmts(module.host, 1)
     items = ", ".join(f"{r.tensor!r}: ({', '.join(r.arrays)}{',' if len(r.arrays) == 1 else ''})"
                       for r in module.results)
     p.line(1, f"return {{{items}}}")
-    return "\n".join(p.lines) + "\n"
+    return _finish(p.lines, prelude_at)
+
+
+def _finish(lines: list[str], at: int) -> str:
+    """The module text, with only the prelude helpers the code after the prelude (at ``lines[at]``) uses."""
+    lines[at] = prelude_for("\n".join(lines[at + 1:]))
+    return "\n".join(lines) + "\n"

@@ -215,7 +215,7 @@ class Ctx:
     cursors: dict = field(default_factory=dict)  # leaf -> (Cursor, always found)
     values: dict = field(default_factory=dict)  # hoisted T.Expr -> (value, presence)
     workspaces: dict = field(default_factory=dict)  # T.Reduce -> workspace name
-    softmax: dict = field(default_factory=dict)  # T.Softmax -> (shift var, sum var)
+    softmax: dict = field(default_factory=dict)  # T.Softmax -> (shift var, sum var, row cache or None)
     topk: dict = field(default_factory=dict)  # T.TopK -> selection name
     pattern: bool = False  # symbolic phase: only presence is needed
 
@@ -530,7 +530,8 @@ class Lowerer:
                 body.append(L.Return((self.cast(val, out.dtype),)))
                 return body
 
-            self.add_kernel(base, self.kernel_body(scalar_body), False, st)
+            body = self.kernel_body(scalar_body)
+            self.add_kernel(base, body, self._parallel, st)
             self.host.append(L.Invoke(base, self.kernel_params(base), out.arrays, span=st.span))
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
@@ -587,7 +588,7 @@ class Lowerer:
         return self._top + body
 
     def add_kernel(self, name: str, body: list[L.Stmt], parallel: bool, st: T.Assign) -> None:
-        params = tuple(sorted(_free_names(body)))
+        params = tuple(sorted(L.free_names(body)))
         self.kernels.append(L.Kernel(name, params, tuple(body), parallel, span=st.span))
 
     def kernel_params(self, name: str) -> tuple[str, ...]:
@@ -745,7 +746,8 @@ class Lowerer:
         return L.Cursor(name, s.idx, L.Load(s.ptr, (row,)),
                         L.Load(s.ptr, (L.Op("+", (row, I64_ONE), "i64"),)))
 
-    def forall(self, v: str, exprs, c: Ctx, block: list[L.Stmt], inner, outer: bool = False) -> None:
+    def forall(self, v: str, exprs, c: Ctx, block: list[L.Stmt], inner, outer: bool = False,
+               partials=()) -> None:
         """A loop over ``v`` evaluating ``exprs`` at each coordinate (see the module docstring)."""
         c = self.hoist(v, exprs, c, block)
         lat = lat_and([self.lattice(e, v, c) for e in exprs])
@@ -768,22 +770,50 @@ class Lowerer:
             cursors[leaf] = (cur, False)
             fcur.append(cur)
         c2 = c.with_(bound=c.bound + (v,), cursors=cursors)
-        iteration = L.Iteration(kind, self.ranges[v] if kind == "dense" else None, tuple(dcur), tuple(fcur))
+        lookups = self.lookups(v, kind, drivers, dcur, c)
+        dcur = [x for x in dcur if x not in lookups]
+        iteration = L.Iteration(kind, self.ranges[v] if kind == "dense" else None, tuple(dcur), tuple(fcur),
+                                tuple(lookups))
         if outer and kind == "dense" and not fcur:
-            self.chunked(v, c2, block, inner)
+            self.chunked(v, c2, block, inner, partials)
             return
+        if partials:
+            raise AssertionError("internal error: a parallel reduction's outer loop is not a dense range")
         body: list[L.Stmt] = []
         inner(c2, body)
         block.append(L.Forall(index_name(v), iteration, tuple(body), span=self.stmt.span))
 
-    def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner) -> None:
+    def lookups(self, v: str, kind: str, drivers: list, cursors: list[L.Cursor], c: Ctx) -> list[L.Cursor]:
+        """Of an intersection of two tensor rows, the one that does not change in the innermost enclosing
+        loop (``L[i, k]`` inside a loop over ``j`` of ``L[i, k] * L[j, k]``): scattered once into a map, it
+        is then found per coordinate of the other, O(len(other)) per visit instead of O(both) by merging
+        (triangle counting, masked products)."""
+        if kind != "intersect" or len(drivers) != 2 or not c.bound or self.options.get("lookup") is False:
+            return []
+        inner_var = index_name(c.bound[-1])
+        moving = [any(inner_var in L.expr_names(e) for e in (cur.start, cur.stop)) for cur in cursors]
+        if sorted(moving) != [False, True] or not all(isinstance(d, T.Access) for d in drivers):
+            return []
+        still = cursors[moving.index(False)]
+        extent = self.ranges[v]
+        self.alloc_array(L.Alloc(still.name + "_map", "i64", (extent,), L.Const(-1, "i64"), span=self.stmt.span))
+        for state in ("_mlo", "_mhi"):
+            self.alloc_array(L.Let(still.name + state, "i64", L.Const(-1, "i64"), span=self.stmt.span))
+        return [still]
+
+    def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner, partials=()) -> None:
         """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk.
 
-        A chunk takes every ``nchunks``-th block of ``CHUNK_BLOCK`` consecutive rows (block-cyclic), not one
-        contiguous range: on power-law and banded matrices the heavy rows cluster (low row numbers of an
-        R-MAT graph, one community of ego-Facebook), and contiguous ranges left one thread with most of the
-        work. Blocks of several rows keep each thread's writes to per-row arrays (row counts, dense output
-        rows) on cache lines of their own."""
+        Where the rows walk compressed rows, a chunk is a contiguous range of rows of equal work (``row_split``
+        over the row pointers: a row weighs 1 plus its stored entries): on power-law and banded matrices the
+        heavy rows cluster (low row numbers of an R-MAT graph, one community of ego-Facebook), and ranges of
+        equal row counts left one thread with most of the work; contiguous ranges also keep each thread's
+        writes to per-row arrays (row counts, dense output rows) on cache lines of their own. Otherwise (rows
+        of uniform work) a chunk takes every ``nchunks``-th block of ``CHUNK_BLOCK`` rows.
+
+        ``partials``: (name, dtype, identity, op) of scalars the rows combine into (a reduction to a scalar):
+        each chunk starts its own at the identity and leaves it in a per-chunk array, and the chunks' values
+        are combined in order after the loop, under the same name."""
         parallel = bool(self.options.get("parallel", True))
         self._parallel = self._parallel or parallel
         extent = self.ranges[v]
@@ -803,17 +833,42 @@ class Lowerer:
         inner(c, rows)
         prologue = self._prologue
         self._prologue = saved
-        # blocks chunk, chunk + nchunks, ...: (nblocks - chunk + nchunks - 1) // nchunks of them
-        count = L.Op("//", (L.Op("+", (L.Op("-", (L.Var(nblocks), L.Var(chunk)), "i64"),
-                                       L.Op("-", (L.Var(nchunks), I64_ONE), "i64")), "i64"), L.Var(nchunks)), "i64")
-        start = L.Op("*", (L.Op("+", (L.Var(chunk), L.Op("*", (L.Var(t), L.Var(nchunks)), "i64")), "i64"), width), "i64")
-        blocks_body = (
-            L.Let(lo, "i64", start),
-            L.Let(hi, "i64", L.Op("min2", (L.Op("+", (L.Var(lo), width), "i64"), extent), "i64")),
-            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)),
-        )
-        chunk_body = (*prologue, L.For(t, I64_ZERO, count, blocks_body))
+        ptrs = _row_pointers(rows, index_name(v))
+        if ptrs:
+            # rows walk compressed rows: contiguous ranges of equal work (rows plus entries), so that a few
+            # heavy rows of a power-law graph do not leave the other threads idle
+            p, q = (ptrs * 2)[:2]
+            at = [L.Op("row_split", (L.Op("+", (L.Var(chunk), L.Const(k, "i64")), "i64"), L.Var(nchunks), extent,
+                                     L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
+            blocks_body = (L.Let(lo, "i64", at[0]), L.Let(hi, "i64", at[1]),
+                           L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
+            count = I64_ONE
+        else:
+            # blocks chunk, chunk + nchunks, ...: (nblocks - chunk + nchunks - 1) // nchunks of them
+            count = L.Op("//", (L.Op("+", (L.Op("-", (L.Var(nblocks), L.Var(chunk)), "i64"),
+                                           L.Op("-", (L.Var(nchunks), I64_ONE), "i64")), "i64"), L.Var(nchunks)),
+                         "i64")
+            start = L.Op("*", (L.Op("+", (L.Var(chunk), L.Op("*", (L.Var(t), L.Var(nchunks)), "i64")), "i64"),
+                               width), "i64")
+            blocks_body = (
+                L.Let(lo, "i64", start),
+                L.Let(hi, "i64", L.Op("min2", (L.Op("+", (L.Var(lo), width), "i64"), extent), "i64")),
+                L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)),
+            )
+        init = [L.Let(name, dt, ident) for name, dt, ident, _op in partials]
+        parts = [self.names.fresh(f"{name}_part") for name, *_rest in partials]
+        fini = [L.Store(part, (L.Var(chunk),), L.Var(name)) for part, (name, *_rest) in zip(parts, partials)]
+        for part, (_name, dt, _ident, _op) in zip(parts, partials):
+            block.append(L.Alloc(part, dt, (L.Var(nchunks),), span=self.stmt.span))
+        chunk_body = (*prologue, *init, L.For(t, I64_ZERO, count, blocks_body), *fini)
         block.append(L.For(chunk, I64_ZERO, L.Var(nchunks), chunk_body, parallel=parallel, span=self.stmt.span))
+        if partials:
+            total = self.names.fresh("w_part")
+            merge = []
+            for part, (name, dt, ident, op) in zip(parts, partials):
+                block.append(L.Let(name, dt, ident))
+                merge.append(L.Set(name, _combine(op, L.Var(name), L.Load(part, (L.Var(total),)), dt)))
+            block.append(L.For(total, I64_ZERO, L.Var(nchunks), tuple(merge)))
 
     def alloc_workspace(self, ws: L.Workspace, block: list[L.Stmt]) -> None:
         if self._prologue is not None:
@@ -834,16 +889,22 @@ class Lowerer:
         pending_softmax = []
         pending_topk = []
         topk = dict(c.topk)
+        # reductions inside a softmax whose scores are cached: only their presence is still needed
+        presence_only: set = set()
         while stack:
             x = stack.pop()
             if x in values or x in workspaces:
                 continue
             fr = set(T.free_indices(x))
+            if isinstance(x, T.Softmax) and x in softmax and softmax[x][2] is not None:
+                presence_only.update(y for y in _walk(x.body) if isinstance(y, T.Reduce))
             if isinstance(x, T.Reduce):
                 if v not in fr and fr <= bound:
                     cc = c.with_(values=values, workspaces=workspaces, softmax=softmax)
-                    val, pres = self.ev(x, cc, block)
-                    values[x] = (self.bind(val, x.dtype, block, "w_red"), self.bind(pres, "bool", block, "w_has"))
+                    need = x not in presence_only
+                    val, pres = self.ev(x, cc, block, need_value=need)
+                    val = self.bind(val, x.dtype, block, "w_red") if need else val
+                    values[x] = (val, self.bind(pres, "bool", block, "w_has"))
                     continue
                 if v in fr and fr <= bound | {v} and not driven and self.wants_workspace(x, v):
                     cc = c.with_(values=values, workspaces=workspaces, softmax=softmax)
@@ -1000,14 +1061,33 @@ class Lowerer:
     # ------------------------------------------------------------ softmax statistics
 
     def softmax_stats(self, sm: T.Softmax, v: str, c: Ctx, block: list[L.Stmt]):
+        """The row's shift (its maximum where finite) and sum of exponentials, before the row is visited.
+
+        A body with a reduction in it (a sampled dot product: attention) is computed once per coordinate,
+        in the first pass, into a row cache indexed by the coordinate; the later passes and the points that
+        read the softmax load it from there (their presence is still evaluated, without values)."""
         work = _float_work(sm.dtype)
         m = self.names.fresh("w_max")
         s = self.names.fresh("w_sum")
+        cache = None
+        if any(isinstance(x, T.Reduce) for x in _walk(sm.body)):
+            cache = self.names.fresh("w_row")
+            self.alloc_array(L.Alloc(cache, work, (self.ranges[v],), span=self.stmt.span))
+            self.notes.append((self.stmt.target, "softmax", "row cache",
+                               f"the scores along '{v}' are computed once per row and kept for the "
+                               "normalization passes", self.stmt.span))
+        at = (L.Var(index_name(v)),)
         block.append(L.Let(m, work, L.Const(float("-inf"), work)))
 
         def pass_max(cc: Ctx, b: list[L.Stmt]) -> None:
             val, pres = self.ev(sm.body, cc, b)
-            b.extend(_guard(pres, [L.Set(m, L.Op("max2", (L.Var(m), self.cast(val, work)), work))]))
+            x = self.cast(val, work, sm.body.dtype)
+            action: list[L.Stmt] = []
+            if cache is not None:
+                x = self.bind(x, work, action, "w_score")
+                action.append(L.Store(cache, at, x))
+            action.append(L.Set(m, L.Op("max2", (L.Var(m), x), work)))
+            b.extend(_guard(pres, action))
 
         self.forall(v, [sm.body], c, block, pass_max)
         shift = self.names.fresh("w_shift")
@@ -1016,12 +1096,17 @@ class Lowerer:
         block.append(L.Let(s, work, L.Const(0.0, work)))
 
         def pass_sum(cc: Ctx, b: list[L.Stmt]) -> None:
-            val, pres = self.ev(sm.body, cc, b)
-            e = L.Op("exp", (L.Op("-", (self.cast(val, work), L.Var(shift)), work),), work)
+            if cache is not None:
+                _, pres = self.ev(sm.body, cc, b, need_value=False)
+                val = L.Load(cache, at)
+            else:
+                val, pres = self.ev(sm.body, cc, b)
+            e = L.Op("exp", (L.Op("-", (self.cast(val, work, sm.body.dtype if cache is None else work),
+                                        L.Var(shift)), work),), work)
             b.extend(_guard(pres, [L.Set(s, L.Op("+", (L.Var(s), e), work))]))
 
         self.forall(v, [sm.body], c, block, pass_sum)
-        return (L.Var(shift), L.Var(s))
+        return (L.Var(shift), L.Var(s), cache)
 
     # ------------------------------------------------------------ expressions at a point
 
@@ -1062,14 +1147,20 @@ class Lowerer:
                     return self.cursor_value(WsLeaf(*c.workspaces[e]), c, e.dtype)
                 return self.reduce_point(e, c, block, need_value)
             case T.Softmax(body=b, dtype=dtype):
-                v, p = self.ev(b, c, block, need_value)
                 if c.pattern or not need_value:
+                    _, p = self.ev(b, c, block, need_value)
                     return L.Const(0, dtype), p
                 if e not in c.softmax:
                     raise _Materialize(e)
-                shift, total = c.softmax[e]
+                shift, total, cache = c.softmax[e]
                 work = _float_work(dtype)
-                ex = L.Op("exp", (L.Op("-", (self.cast(v, work, b.dtype), shift), work),), work)
+                if cache is not None:
+                    _, p = self.ev(b, c, block, need_value=False)
+                    v = L.Load(cache, (L.Var(index_name(e.var)),))
+                    ex = L.Op("exp", (L.Op("-", (v, shift), work),), work)
+                else:
+                    v, p = self.ev(b, c, block, need_value)
+                    ex = L.Op("exp", (L.Op("-", (self.cast(v, work, b.dtype), shift), work),), work)
                 return self.cast(L.Op("/", (ex, total), work), dtype), p
             case T.Fill(body=b, value=fv, dtype=dtype):
                 v, p = self.ev(b, c, block, need_value)
@@ -1253,13 +1344,20 @@ class Lowerer:
         result: L.Expr
         if op in ("sum", "prod", "max", "min", "count", "any", "all"):
             w = _acc(r.dtype) if op not in ("any", "all") else "bool"
-            block.append(L.Let(acc, w, _identity(op, w)))
 
             def combine(cc, val, pres, b):
                 x = self.reduce_input(r, val) if op in ("count", "any", "all") else self.cast(val, w, r.body.dtype)
                 b.extend(_guard(pres, [L.Set(acc, _combine(op, L.Var(acc), x, w)), L.Set(has, TRUE)]))
 
-            self.reduce_nest(r, c, block, combine)
+            if scalar and not c.bound and self.lattice(r.body, r.vars[0], c).kind == "all":
+                # a reduction to a scalar outside every loop: its outermost index is split over threads,
+                # each chunk of rows reducing into its own partial (reassociation, which spec § 5 allows)
+                block.pop()
+                partials = ((acc, w, _identity(op, w), op), (has, "bool", FALSE, "any"))
+                self.reduce_nest(r, c, block, combine, partials=partials)
+            else:
+                block.append(L.Let(acc, w, _identity(op, w)))
+                self.reduce_nest(r, c, block, combine)
             result = self.cast(L.Var(acc), r.dtype, w)
         elif op in ("mean", "var", "std"):
             w = _float_work(r.dtype)
@@ -1333,7 +1431,7 @@ class Lowerer:
         value = self.bind(result, r.dtype, block, "w_red")
         return value, TRUE if scalar else L.Var(has)
 
-    def reduce_nest(self, r: T.Reduce, c: Ctx, block, point, need_value: bool = True) -> None:
+    def reduce_nest(self, r: T.Reduce, c: Ctx, block, point, need_value: bool = True, partials=()) -> None:
         vars_ = list(r.vars)
 
         def loop(depth: int, cc: Ctx, b: list[L.Stmt]) -> None:
@@ -1344,7 +1442,8 @@ class Lowerer:
                 val, pres = self.ev(r.body, c2, b2, need_value=need_value)
                 point(c2, val, pres, b2)
 
-            self.forall(vars_[depth], [r.body], cc, b, inner)
+            self.forall(vars_[depth], [r.body], cc, b, inner, outer=bool(partials) and depth == 0,
+                        partials=partials if depth == 0 else ())
 
         loop(0, c, block)
 
@@ -1467,76 +1566,6 @@ def _guard(pres: L.Expr, action: list[L.Stmt]) -> list[L.Stmt]:
     return [L.If(pres, tuple(action))]
 
 
-def _free_names(body) -> set[str]:
-    """Names a statement list reads or writes that it does not define itself (a kernel's parameters)."""
-    defined: set[str] = set()
-    used: set[str] = set()
-
-    def expr(e):
-        used.update(L.expr_names(e))
-
-    def walk(stmts):
-        for s in stmts:
-            match s:
-                case L.Let(name=n, value=v):
-                    expr(v)
-                    defined.add(n)
-                case L.Set(name=n, value=v):
-                    expr(v)
-                    used.add(n)
-                case L.Store(array=a, index=ix, value=v):
-                    used.add(a)
-                    for x in ix:
-                        expr(x)
-                    expr(v)
-                case L.Alloc(name=n, shape=sh, fill=f):
-                    for x in sh:
-                        expr(x)
-                    if f is not None:
-                        expr(f)
-                    defined.add(n)
-                case L.If(cond=cnd, then=t, orelse=o):
-                    expr(cnd)
-                    walk(t)
-                    walk(o)
-                case L.For(var=v, start=a, stop=b, body=bd):
-                    expr(a)
-                    expr(b)
-                    defined.add(v)
-                    walk(bd)
-                case L.Forall(var=v, iteration=it, body=bd):
-                    if it.extent is not None:
-                        expr(it.extent)
-                    for cur in it.drivers + it.followers:
-                        expr(cur.start)
-                        expr(cur.stop)
-                        used.add(cur.idx)
-                        defined.update((cur.pos, cur.found))
-                    defined.add(v)
-                    walk(bd)
-                case L.Workspace(name=n, width=wd):
-                    expr(wd)
-                    defined.update(L.workspace_arrays(n))
-                case L.Reset(stamp=st, flops=fl):
-                    expr(st)
-                    if fl is not None:
-                        expr(fl)
-                case L.Accumulate(key=k, value=v):
-                    expr(k)
-                    if v is not None:
-                        expr(v)
-                case L.Return(values=vs):
-                    for x in vs:
-                        expr(x)
-                case L.TopKSelect(name=n, count=cnt, k=k):
-                    expr(cnt)
-                    expr(k)
-                    used.update(a for a in s.arrays if a not in defined)
-                    defined.add(n + "_n")
-    walk(body)
-    return used - defined
-
-
 def _whole_range(nest: list[L.Stmt], ws: str, key: str) -> list[L.Stmt] | None:
     """``nest`` with ``<ws>_first = False`` after each loop over ``key``, when every accumulation into ``ws``
     is an unguarded statement directly in a dense loop over ``key`` (so each contribution writes every key
@@ -1553,7 +1582,15 @@ def _whole_range(nest: list[L.Stmt], ws: str, key: str) -> list[L.Stmt] | None:
                     out.append(s)
                 case L.Forall(var=var, iteration=it, body=bd):
                     whole = var == key and it.kind == "dense"
-                    if whole:
+                    hoisted = _invariant_guard(s, key)
+                    if whole and hoisted is not None:
+                        # a guard that does not depend on the key skips a whole contribution: test it once,
+                        # outside the loop, so that a skipped contribution leaves the row untouched
+                        cond, then = hoisted
+                        if any(not isinstance(x, L.Accumulate) for x in then):
+                            return None
+                        out.append(L.If(cond, (replace(s, body=then), first), ()))
+                    elif whole:
                         # accumulations must sit directly in this loop's body, not under a guard
                         for x in bd:
                             if not isinstance(x, L.Accumulate) and walk([x], False) is None:
@@ -1578,9 +1615,37 @@ def _whole_range(nest: list[L.Stmt], ws: str, key: str) -> list[L.Stmt] | None:
                     out.append(s)
         return out
 
+    def direct(x: L.Forall) -> tuple:
+        guarded = _invariant_guard(x, key)
+        return guarded[1] if guarded is not None else x.body
+
     found = any(isinstance(x, L.Forall) and x.var == key and x.iteration.kind == "dense"
-                and any(isinstance(y, L.Accumulate) and y.ws == ws for y in x.body) for x in _all_stmts(nest))
+                and any(isinstance(y, L.Accumulate) and y.ws == ws for y in direct(x)) for x in _all_stmts(nest))
     return walk(nest, False) if found else None
+
+
+def _row_pointers(rows: list[L.Stmt], row: str) -> list[str]:
+    """Row-pointer arrays of the compressed rows the loop body over ``row`` walks directly (at most two)."""
+    out: list[str] = []
+    for s in _all_stmts(rows):
+        if not isinstance(s, L.Forall):
+            continue
+        it = s.iteration
+        for cur in it.drivers + it.lookups:
+            if (isinstance(cur.start, L.Load) and cur.start.index == (L.Var(row),)
+                    and cur.start.array not in out and len(out) < 2):
+                out.append(cur.start.array)
+    return out
+
+
+def _invariant_guard(loop: L.Forall, key: str):
+    """``(cond, body)`` when the loop's body is ``if cond: body`` with ``cond`` independent of the loop."""
+    if len(loop.body) != 1 or not isinstance(loop.body[0], L.If) or loop.body[0].orelse:
+        return None
+    guard = loop.body[0]
+    if key in L.expr_names(guard.cond):
+        return None
+    return guard.cond, guard.then
 
 
 def _all_stmts(stmts):

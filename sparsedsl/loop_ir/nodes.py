@@ -71,6 +71,9 @@ OPS = (
     "and", "or", "not", "neg", "max2", "min2", "select", "isnan",
     "exp", "log", "log1p", "sqrt", "rsqrt", "abs", "sign", "relu", "sigmoid", "tanh", "gelu", "silu",
     "sin", "cos", "floor", "ceil", "pow",
+    # row_split(c, nchunks, n, ptr, ptr2): the first row of chunk c when rows [0, n) are cut into nchunks
+    # ranges of equal work, a row weighing 1 plus its entries in the row-pointer arrays ptr and ptr2 (Vars)
+    "row_split",
 )
 
 
@@ -132,6 +135,11 @@ class Iteration(Node):
     extent: Expr | None = None  # dense only
     drivers: tuple[Cursor, ...] = ()
     followers: tuple[Cursor, ...] = ()
+    # intersect only: segments found through a scatter map (``<name>_map``, key -> position, allocated by
+    # the kernel) instead of merging. The map is refilled only when the segment's bounds change (it is
+    # invariant in the enclosing loop), and an entry counts only inside the current segment's bounds, so
+    # stale entries need no clearing.
+    lookups: tuple[Cursor, ...] = ()
 
 
 # ---------------------------------------------------------------- statements
@@ -392,3 +400,75 @@ def workspace_arrays(name: str) -> tuple[str, ...]:
     """The names a workspace declares (so the verifier and printers know them)."""
     return tuple(name + s for s in ("_val", "_mark", "_list", "_n", "_key", "_slot", "_cidx", "_cval", "_dcval", "_hash",
                                      "_skey", "_sval", "_first"))
+
+
+def free_names(body) -> set[str]:
+    """Names a statement list reads or writes that it does not define itself (a kernel's parameters)."""
+    defined: set[str] = set()
+    used: set[str] = set()
+
+    def expr(e):
+        used.update(expr_names(e))
+
+    def walk(stmts):
+        for s in stmts:
+            match s:
+                case Let(name=n, value=v):
+                    expr(v)
+                    defined.add(n)
+                case Set(name=n, value=v):
+                    expr(v)
+                    used.add(n)
+                case Store(array=a, index=ix, value=v):
+                    used.add(a)
+                    for x in ix:
+                        expr(x)
+                    expr(v)
+                case Alloc(name=n, shape=sh, fill=f):
+                    for x in sh:
+                        expr(x)
+                    if f is not None:
+                        expr(f)
+                    defined.add(n)
+                case If(cond=cnd, then=t, orelse=o):
+                    expr(cnd)
+                    walk(t)
+                    walk(o)
+                case For(var=v, start=a, stop=b, body=bd):
+                    expr(a)
+                    expr(b)
+                    defined.add(v)
+                    walk(bd)
+                case Forall(var=v, iteration=it, body=bd):
+                    if it.extent is not None:
+                        expr(it.extent)
+                    for cur in it.drivers + it.followers + it.lookups:
+                        expr(cur.start)
+                        expr(cur.stop)
+                        used.add(cur.idx)
+                        defined.update((cur.pos, cur.found))
+                    for cur in it.lookups:
+                        used.update((cur.name + "_map", cur.name + "_mlo", cur.name + "_mhi"))
+                    defined.add(v)
+                    walk(bd)
+                case Workspace(name=n, width=wd):
+                    expr(wd)
+                    defined.update(workspace_arrays(n))
+                case Reset(stamp=st, flops=fl):
+                    expr(st)
+                    if fl is not None:
+                        expr(fl)
+                case Accumulate(key=k, value=v):
+                    expr(k)
+                    if v is not None:
+                        expr(v)
+                case Return(values=vs):
+                    for x in vs:
+                        expr(x)
+                case TopKSelect(name=n, count=cnt, k=k):
+                    expr(cnt)
+                    expr(k)
+                    used.update(a for a in s.arrays if a not in defined)
+                    defined.add(n + "_n")
+    walk(body)
+    return used - defined

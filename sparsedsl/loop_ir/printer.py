@@ -63,6 +63,8 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                     how = f"dense [0, {format_expr(it.extent)})"
                 else:
                     how = f"{it.kind}(" + ", ".join(_cursor(c) for c in it.drivers) + ")"
+                if it.lookups:
+                    how += " lookup(" + ", ".join(_cursor(c) for c in it.lookups) + ")"
                 if it.followers:
                     how += " follow(" + ", ".join(_cursor(c) for c in it.followers) + ")"
                 out.append(f"{pad}forall {v} in {how}:")

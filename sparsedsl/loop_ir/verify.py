@@ -137,7 +137,13 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                         _check_expr(it.extent, scope, problems, where)
                 elif not it.drivers:
                     problems.append(f"{where}: a {it.kind} forall over {v} needs drivers")
-                for c in it.drivers + it.followers:
+                if it.lookups and it.kind != "intersect":
+                    problems.append(f"{where}: lookups need an intersect forall over {v}")
+                for c in it.lookups:
+                    for state in (c.name + "_map", c.name + "_mlo", c.name + "_mhi"):
+                        if state not in scope:
+                            problems.append(f"{where}: lookup {c.name} needs {state} declared")
+                for c in it.drivers + it.followers + it.lookups:
                     _check_expr(c.start, scope, problems, where)
                     _check_expr(c.stop, scope, problems, where)
                     if c.idx not in scope:

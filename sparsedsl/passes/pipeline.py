@@ -6,16 +6,23 @@ check cheaply and never changes a result (spec § 8: schedules and passes change
 from __future__ import annotations
 
 from sparsedsl.passes.formats import Decision, select_formats
+from sparsedsl.passes.fusion import fuse
 from sparsedsl.tensor_ir import nodes as N
 
+# fusion first: a fused intermediate needs no storage decision
 PASSES = (
+    ("fuse", fuse),
     ("select-formats", select_formats),
 )
 
 
-def run_passes(program: N.Program) -> tuple[N.Program, list[Decision]]:
+def run_passes(program: N.Program, fusion: bool = True) -> tuple[N.Program, list[Decision]]:
+    """``fusion=False`` skips the fusion pass (the reference interpreter evaluates the program as written, so
+    that it stays an independent oracle for fused code)."""
     decisions: list[Decision] = []
-    for _, fn in PASSES:
+    for name, fn in PASSES:
+        if name == "fuse" and not fusion:
+            continue
         program, made = fn(program)
         decisions.extend(made)
     return program, decisions

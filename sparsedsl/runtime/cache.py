@@ -6,15 +6,23 @@ temporary file in the cache's own folder and ``os.replace`` moves it into place,
 same program at once both succeed and a reader sees either no file or a whole one, never a partial write.
 
 The folder is ``$SDSL_CACHE_DIR`` if set, else ``~/.cache/sparsedsl``.
+
+An artifact keyed by something other than its own text (the parsed AST of a file, the generated module of a
+tensor-IR program) must also be keyed by the code that produced it: ``source_fingerprint`` hashes the source
+files of the packages involved, so that editing the compiler makes those entries misses, as a new version would.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+_SOURCE_SUFFIXES = (".py", ".lark")
 
 
 def default_cache_dir() -> Path:
@@ -44,6 +52,28 @@ def cache_key(ir_text: str, options: Mapping[str, Any] | None, backend: str, ver
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@functools.cache
+def source_fingerprint(packages: tuple[str, ...]) -> str:
+    """The hex sha256 of the ``.py`` and ``.lark`` files (relative paths and contents) of ``packages`` and all
+    their sub-packages. Computed once per process: the code that is running is the code imported at its
+    start, and reading it all (about 40 files) costs a few milliseconds."""
+    digest = hashlib.sha256()
+    for package in packages:
+        digest.update(package.encode("utf-8") + b"\0")
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or ()) if spec is not None else ():
+            for folder, subfolders, files in os.walk(root):
+                subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+                for name in sorted(files):
+                    if name.endswith(_SOURCE_SUFFIXES):
+                        path = os.path.join(folder, name)
+                        with open(path, "rb") as fh:
+                            data = fh.read()
+                        digest.update(os.path.relpath(path, root).encode("utf-8") + b"\0")
+                        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
 
 
 class DiskCache:

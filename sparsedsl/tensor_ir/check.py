@@ -1231,11 +1231,15 @@ class Checker:
                 sym.type = replace(sym.type, format=fmt)
                 self.update_decl(sym.ir_name, type=sym.type)
             elif d.name == "fuse":
+                named = []
                 for a in args:
                     s2 = scope.lookup(str(a))
                     if s2 is None or s2.kind not in ("temp", "output"):
                         raise _err(SdslScheduleError, f"fuse names '{a}', which is not a tensor this program "
                                    "computes", d.span)
+                    named.append(s2.ir_name)
+                # the fusion pass works on IR names
+                args = named
             out.append(N.ScheduleDirective(d.name, tuple(args), span=d.span))
         self.schedules.append(N.Schedule(sym.ir_name, tuple(out), span=item.span))
 

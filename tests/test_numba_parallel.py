@@ -1,0 +1,127 @@
+"""Parallel shapes of the numba target: reductions to a scalar split over threads, rows cut into ranges of
+equal work, lookups of a row that does not change in the inner loop, repeats compiled whole, and the
+``reassoc`` flag. Each is checked against numpy / scipy / networkx, and the generated code is inspected to
+make sure the shape under test is the one that ran."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+
+
+def _csr(n, m, density, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    a = sp.random_array((n, m), density=density, format="csr", rng=rng)
+    a.data = rng.standard_normal(a.nnz)
+    return sp.csr_array(a.astype(dtype))
+
+
+@pytest.mark.parametrize("op, fn", [("sum", np.sum), ("max", np.max), ("min", np.min), ("prod", np.prod)])
+def test_scalar_reductions_are_split_over_threads(op, fn):
+    text = f"input A: csr<f64>[N, M]\noutput t: f64\nt = {op}[i, j] A[i, j]\n"
+    kernel = sd.loads(text, name=f"par_{op}").compile(target="numba")
+    src = kernel.executable.source
+    assert "prange(" in src and "_part[" in src
+    for n, m, density, seed in [(1, 1, 1.0, 0), (50, 40, 0.05, 1), (400, 30, 0.02, 2)]:
+        A = _csr(n, m, density, seed)
+        if op == "prod":
+            A.data = 1.0 + 0.01 * A.data  # keep the product finite
+        got = kernel(A=A)["t"]
+        want = fn(A.data) if A.nnz else {"sum": 0.0, "max": -np.inf, "min": np.inf, "prod": 1.0}[op]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_count_any_all_split_exactly():
+    text = ("input A: csr<i64>[N, M]\noutput c: i64\noutput a: bool\noutput e: bool\n"
+            "c = count[i, j] A[i, j]\na = any[i, j] (A[i, j] > 5)\ne = all[i, j] (A[i, j] > -100)\n")
+    kernel = sd.loads(text, name="par_count").compile(target="numba")
+    rng = np.random.default_rng(4)
+    A = sp.random_array((300, 70), density=0.05, format="csr", rng=rng,
+                        data_sampler=lambda size: rng.integers(-10, 10, size)).astype(np.int64)
+    out = kernel(A=A)
+    assert out["c"] == A.nnz
+    assert bool(out["a"]) == bool((A.data > 5).any())
+    assert bool(out["e"]) == bool((A.data > -100).all())
+
+
+def _generated_module(kernel, tmp_path):
+    kernel.executable.write(tmp_path)
+    spec = importlib.util.spec_from_file_location("par_generated", tmp_path / "kernel_numba.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["par_generated"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_are_cut_by_work_not_by_count(tmp_path):
+    kernel = sd.loads("input A: csr<f64>[N, N]\ninput X: dense<f64>[N, F]\noutput Y: dense<f64>[N, F]\n"
+                      "Y[i, f] = sum[j] A[i, j] * X[j, f]\n", name="par_split").compile(target="numba")
+    assert "_row_split(" in kernel.executable.source
+    mod = _generated_module(kernel, tmp_path)
+    # one very heavy row among light ones (a power-law hub)
+    degrees = np.array([1] * 100 + [5000] + [1] * 99, dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(degrees)])
+    n, chunks = len(degrees), 8
+    bounds = [mod._row_split(c, chunks, n, ptr, ptr) for c in range(chunks + 1)]
+    assert bounds[0] == 0 and bounds[-1] == n and bounds == sorted(bounds)
+    weight = 1 + 2 * degrees
+    work = [weight[bounds[c]:bounds[c + 1]].sum() for c in range(chunks)]
+    # the hub's chunk holds little besides the hub; the light rows are spread over the other chunks
+    hub = next(c for c in range(chunks) if bounds[c] <= 100 < bounds[c + 1])
+    assert work[hub] - weight[100] < weight.sum() / chunks
+    assert bounds[hub + 1] - bounds[hub] < 60
+    # and the answer is right on such a matrix
+    A = sp.csr_array((np.ones(ptr[-1]), np.arange(ptr[-1]) % n, ptr), shape=(n, n))
+    X = np.random.default_rng(0).standard_normal((n, 3))
+    np.testing.assert_allclose(kernel(A=A, X=X)["Y"], A @ X, rtol=1e-12)
+
+
+def test_triangles_look_up_the_outer_row():
+    text = ("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
+            "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
+    kernel = sd.loads(text, name="par_tri").compile(target="numba")
+    assert "_map[" in kernel.executable.source
+    for n, p, seed in [(1, 0.5, 0), (30, 0.3, 1), (200, 0.05, 2)]:
+        g = nx.gnp_random_graph(n, p, seed=seed)
+        A = nx.to_scipy_sparse_array(g, format="csr").astype(bool)
+        assert kernel(A=A)["t"] == sum(nx.triangles(g).values()) // 3
+
+
+def test_a_repeat_is_compiled_whole():
+    from pathlib import Path
+
+    program = sd.load(Path(__file__).resolve().parents[1] / "examples" / "bfs.sdsl")
+    kernel = program.compile(target="numba")
+    src = kernel.executable.source
+    host = src[src.index("def _host("):src.index("def run(")]
+    # one prelude, and every kernel the host calls is compiled
+    assert src.count("import numba") == 1
+    assert all(src[src.index(f"def {k.name}(") - 60:src.index(f"def {k.name}(")].count("@numba.njit") == 1
+               for k in kernel.executable.module.kernels)
+    assert src.rindex("@numba.njit", 0, src.index("def _host(")) > src.rindex("def ", 0, src.index("def _host("))
+    assert "while True:" in host or "for _it" in host
+    g = nx.gnp_random_graph(60, 0.05, seed=3, directed=True)
+    A = nx.to_scipy_sparse_array(g, format="csr").astype(bool)
+    got = kernel(A=A, source=0)["level"]
+    lengths = nx.single_source_shortest_path_length(g, 0)
+    want = np.array([lengths.get(v, -1) for v in range(60)])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reassoc_flag_is_the_only_fast_math_and_can_be_turned_off():
+    text = "input A: csr<f32>[N, M]\ninput x: dense<f32>[M]\noutput y: dense<f32>[N]\ny[i] = sum[j] A[i, j] * x[j]\n"
+    program = sd.loads(text, name="par_reassoc")
+    on = program.compile(target="numba").executable.source
+    off = program.compile(target="numba", reassoc=False).executable.source
+    assert "fastmath={'reassoc'}" in on and "fastmath={'reassoc'}" not in off
+    A = _csr(40, 30, 0.2, 5, np.float32)
+    x = np.random.default_rng(6).standard_normal(30).astype(np.float32)
+    want = A.astype(np.float64) @ x.astype(np.float64)
+    for source_kernel in (program.compile(target="numba"), program.compile(target="numba", reassoc=False)):
+        np.testing.assert_allclose(source_kernel(A=A, x=x)["y"], want, rtol=1e-5, atol=1e-6)
