@@ -356,6 +356,8 @@ class Printer:
         self.unordered: set[str] = set()
         # the host statements are being printed into a compiled function (see render_module)
         self.host_jit = False
+        # array -> the constant a host Alloc filled it with
+        self.fills: dict[str, L.Expr] = {}
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -428,6 +430,37 @@ class Printer:
         i = 0
         while i < len(body):
             s = body[i]
+            if isinstance(s, L.Reset) and self.ws_kind[s.ws].kind == "range":
+                end = next((j for j in range(i + 1, len(body))
+                            if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
+                row = _direct_row(body[end + 1], self.ws_kind[s.ws]) if end is not None and end + 1 < len(body) \
+                    else None
+                if row is not None:
+                    # the row is copied whole into a dense output row: accumulate in that row itself (a
+                    # row that gets no contribution is never written and keeps the output's fill)
+                    self.stmt(s, depth)
+                    array, index = row
+                    self.line(depth, f"{s.ws}_val = {array}[{', '.join(self.expr(x) for x in index)}]")
+                    ops = {a.op for a in _all_stmts(body[i + 1:end]) if isinstance(a, L.Accumulate) and a.ws == s.ws}
+                    ws = self.ws_kind[s.ws]
+                    fill = self.fills.get(array)
+                    ident = _identity_const(ops.pop(), ws.dtype) if len(ops) == 1 and isinstance(fill, L.Const) \
+                        else None
+                    if ident is not None:
+                        # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
+                        # signed zeros included) so that every contribution just combines, with no test of
+                        # whether it is the first; a row that got none gets the output's fill back
+                        self.line(depth, f"for {s.ws}_t in range({s.ws}_width):")
+                        self.line(depth + 1, f"{s.ws}_val[{s.ws}_t] = {ident}")
+                        self.ws_mode[s.ws] = "combine"
+                    self.stmts(body[i + 1:end + 1], depth)
+                    if ident is not None:
+                        self.line(depth, f"if {s.ws}_first:")
+                        self.line(depth + 1, f"for {s.ws}_t in range({s.ws}_width):")
+                        self.line(depth + 2, f"{s.ws}_val[{s.ws}_t] = {self.expr(fill)}")
+                    self.ws_mode.pop(s.ws, None)
+                    i = end + 2
+                    continue
             if isinstance(s, L.Reset) and self.ws_kind[s.ws].kind == "auto" and s.ws not in self.ws_mode:
                 end = next((j for j in range(i + 1, len(body))
                             if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
@@ -949,6 +982,50 @@ def _loop_flags(s: L.Forall) -> list[str]:
     return [f for f in flags if f not in used]
 
 
+def _identity_const(op: str, dtype: str) -> str | None:
+    """The exact identity of ``op`` on ``dtype`` as source text (None: not an identity-based reduction)."""
+    if dtype == "bool":
+        value = {"any": False, "max": False, "all": True, "min": True}.get(op)
+        return None if value is None else str(value)
+    if dtype in _FLOATS:
+        value = {"sum": -0.0, "prod": 1.0, "max": -math.inf, "min": math.inf}.get(op)
+    else:
+        info = np.iinfo(NP_TYPE[dtype].replace("np.", ""))
+        value = {"sum": 0, "count": 0, "prod": 1, "max": int(info.min), "min": int(info.max)}.get(op)
+    return None if value is None else const(value, dtype)
+
+
+def _all_stmts(stmts):
+    for s in stmts:
+        yield s
+        for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
+            if isinstance(child, tuple):
+                yield from _all_stmts(child)
+
+
+def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
+    """(array, leading index) when ``s`` copies the compacted range workspace ``ws``, key by key and without a
+    conversion, into ``array[leading..., key]``."""
+    if not isinstance(s, L.Forall) or len(s.body) != 1 or not isinstance(s.body[0], L.Store):
+        return None
+    it = s.iteration
+    if (it.kind != "intersect" or len(it.drivers) != 1 or it.followers or it.lookups
+            or it.drivers[0].idx != f"{ws.name}_cidx"):
+        return None
+    cur = it.drivers[0]
+    store = s.body[0]
+    value = store.value
+    if isinstance(value, L.Cast) and value.dtype == ws.dtype:
+        value = value.arg
+    if value != L.Load(f"{ws.name}_cval", (L.Var(cur.pos),)) or not store.index:
+        return None
+    *lead, key = store.index
+    moving = {s.var, cur.pos, cur.found}
+    if key != L.Var(s.var) or any(L.expr_names(x) & moving for x in lead):
+        return None
+    return store.array, tuple(lead)
+
+
 def _counts_keys(s: L.Stmt, ws: str) -> bool:
     """``s`` walks the compacted keys of ``ws`` alone and only counts them (order-independent)."""
     if not isinstance(s, L.Forall):
@@ -1027,6 +1104,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     if header:
         for line in header.splitlines():
             p.line(0, "# " + line)
+    p.fills = {a.name: a.fill for a in _all_stmts(module.host) if isinstance(a, L.Alloc) and a.fill is not None}
     prelude_at = len(p.lines)
     p.lines.append(PRELUDE)
     flags = "{'reassoc'}" if reassoc else "False"
