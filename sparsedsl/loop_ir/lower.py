@@ -1064,8 +1064,9 @@ class Lowerer:
         """The row's shift (its maximum where finite) and sum of exponentials, before the row is visited.
 
         A body with a reduction in it (a sampled dot product: attention) is computed once per coordinate,
-        in the first pass, into a row cache indexed by the coordinate; the later passes and the points that
-        read the softmax load it from there (their presence is still evaluated, without values)."""
+        in the first pass, into a row cache indexed by the coordinate; the sum pass replaces each score by
+        its exponential, which the points that read the softmax load and divide by the sum (their presence is
+        still evaluated, without values)."""
         work = _float_work(sm.dtype)
         m = self.names.fresh("w_max")
         s = self.names.fresh("w_sum")
@@ -1103,7 +1104,13 @@ class Lowerer:
                 val, pres = self.ev(sm.body, cc, b)
             e = L.Op("exp", (L.Op("-", (self.cast(val, work, sm.body.dtype if cache is None else work),
                                         L.Var(shift)), work),), work)
-            b.extend(_guard(pres, [L.Set(s, L.Op("+", (L.Var(s), e), work))]))
+            action: list[L.Stmt] = []
+            if cache is not None:
+                # the cache now keeps the exponential: the reader divides by the sum and computes no exp
+                e = self.bind(e, work, action, "w_exp")
+                action.append(L.Store(cache, at, e))
+            action.append(L.Set(s, L.Op("+", (L.Var(s), e), work)))
+            b.extend(_guard(pres, action))
 
         self.forall(v, [sm.body], c, block, pass_sum)
         return (L.Var(shift), L.Var(s), cache)
@@ -1155,9 +1162,9 @@ class Lowerer:
                 shift, total, cache = c.softmax[e]
                 work = _float_work(dtype)
                 if cache is not None:
+                    # the sum pass left exp(score - shift) in the row cache
                     _, p = self.ev(b, c, block, need_value=False)
-                    v = L.Load(cache, (L.Var(index_name(e.var)),))
-                    ex = L.Op("exp", (L.Op("-", (v, shift), work),), work)
+                    ex = L.Load(cache, (L.Var(index_name(e.var)),))
                 else:
                     v, p = self.ev(b, c, block, need_value)
                     ex = L.Op("exp", (L.Op("-", (self.cast(v, work, b.dtype), shift), work),), work)
