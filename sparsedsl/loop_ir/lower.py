@@ -28,7 +28,7 @@ Anything outside this is refused with ``SdslTargetError`` naming the statement a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
@@ -390,7 +390,7 @@ class Lowerer:
         ranges = tuple((v, st.range_of(v)) for v in order)
         self.statement(T.Assign(name, tuple(order), "=", node, ranges, span=st.span))
         acc = T.Access(name, tuple(T.IndexVal(v) for v in order), node.dtype, span=node.span)
-        return replace(st, value=_substitute(st.value, node, acc))
+        return replace(st, value=T.substitute(st.value, node, acc))
 
     def accumulation(self, st: T.Assign) -> None:
         """``X[idx] op= e``: the update is computed into a temporary, then united with X (spec § 6: present
@@ -1690,26 +1690,6 @@ def _all_assigns(stmts):
             yield s
         elif isinstance(s, T.Repeat):
             yield from _all_assigns(s.body)
-
-
-def _substitute(x, old: T.Expr, new: T.Expr):
-    """``x`` with every sub-expression equal to ``old`` replaced by ``new``."""
-    if x == old and isinstance(x, T.Expr):
-        return new
-    if isinstance(x, tuple):
-        return tuple(_substitute(y, old, new) for y in x)
-    if not isinstance(x, (T.Expr, T.Mask)):
-        return x
-    changes = {}
-    for f in fields(x):
-        if f.name == "span":
-            continue
-        value = getattr(x, f.name)
-        if isinstance(value, (T.Expr, T.Mask, tuple)):
-            updated = _substitute(value, old, new)
-            if updated is not value:
-                changes[f.name] = updated
-    return replace(x, **changes) if changes else x
 
 
 def lower_program(program: T.Program, options: dict | None = None) -> L.Module:

@@ -37,31 +37,11 @@ class Decision:
         return f"{self.kind} of {self.subject}: {self.choice} — {self.reason}"
 
 
-def _accesses(e: N.Expr, name: str):
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, N.Access) and x.tensor == name:
-            yield x
-        stack.extend(N.children(x))
-
-
-def _reduced_vars(e: N.Expr) -> set[str]:
-    out: set[str] = set()
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, N.Reduce):
-            out |= set(x.vars)
-        stack.extend(N.children(x))
-    return out
-
-
 def _read_by_columns(program: N.Program, name: str) -> bool:
     reads = []
     for s in N.walk_assigns(program.body):
-        reduced = _reduced_vars(s.value)
-        for acc in _accesses(s.value, name):
+        reduced = N.reduced_vars(s.value)
+        for acc in N.accesses(s.value, name):
             p0, p1 = acc.pos
             if not (isinstance(p0, N.IndexVal) and isinstance(p1, N.IndexVal)):
                 return False

@@ -84,14 +84,14 @@ def _one_fusion(program: N.Program, forced) -> tuple[N.Program, Decision] | None
             continue
         if why is None:
             why = "the schedule asks for it (fuse)"
-        (access,) = _accesses(reader.value, st.target)
+        (access,) = N.accesses(reader.value, st.target)
         value = _renamed(st, access, reader)
         if st.value.dtype != decls[st.target].type.dtype:
             value = N.Cast(value, decls[st.target].type.dtype, span=value.span)
         ranges = dict(reader.ranges)
         for var, dim in _own_ranges(st, access, reader):
             ranges.setdefault(var, dim)
-        new_reader = replace(reader, value=_substitute(reader.value, access, value), ranges=tuple(ranges.items()))
+        new_reader = replace(reader, value=N.substitute(reader.value, access, value), ranges=tuple(ranges.items()))
         body[reader_at] = new_reader
         del body[at]
         new_decls = tuple(d for d in program.decls if d.name != st.target)
@@ -119,7 +119,7 @@ def _illegal(program: N.Program, name: str) -> str | None:
     if len(readers) != 1 or readers[0] <= at or not isinstance(body[readers[0]], N.Assign):
         return "it must be read by exactly one later statement, outside every repeat"
     reader = body[readers[0]]
-    accesses = _accesses(reader.value, name)
+    accesses = N.accesses(reader.value, name)
     if len(accesses) != 1:
         return f"{reader.target} reads it more than once"
     pos = accesses[0].pos
@@ -150,13 +150,13 @@ def _profitable(e: N.Expr, decls: dict) -> str | None:
 def _elementwise_reader(reader: N.Assign, name: str) -> str | None:
     """The reader is element-wise over ``name``: it reads it at its own free indices, in order, outside every
     reduction, softmax or top-k, so its loops are the producer's and the value is used as it is produced."""
-    (access,) = _accesses(reader.value, name)
+    (access,) = N.accesses(reader.value, name)
     if tuple(p.var for p in access.pos) != reader.idx:
         return None
     stack = [reader.value]
     while stack:
         x = stack.pop()
-        if isinstance(x, (N.Reduce, N.Softmax, N.TopK)) and access in _accesses(x, name):
+        if isinstance(x, (N.Reduce, N.Softmax, N.TopK)) and access in N.accesses(x, name):
             return None
         stack.extend(N.children(x))
     return "read element-wise by its only reader: each entry is used where it is produced"
@@ -232,35 +232,12 @@ def _reads(st: N.Stmt, name: str) -> bool:
     return False
 
 
-def _accesses(e: N.Expr, name: str) -> list[N.Access]:
-    out = []
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, N.Access) and x.tensor == name:
-            out.append(x)
-        stack.extend(N.children(x))
-    return out
-
-
-def _bound_vars(e: N.Expr) -> set[str]:
-    """Index variables ``e`` binds itself (reductions; softmax / top-k axes are free in the result)."""
-    out: set[str] = set()
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, N.Reduce):
-            out |= set(x.vars)
-        stack.extend(N.children(x))
-    return out
-
-
 def _renaming(st: N.Assign, access: N.Access, reader: N.Assign) -> dict[str, str]:
     """The definition's variables in the reader's terms: free ones to the read's variables, bound ones to
     names the reader does not use."""
     mapping = {v: p.var for v, p in zip(st.idx, access.pos)}
     taken = {v for v, _ in reader.ranges} | set(reader.idx) | set(mapping.values())
-    for v in sorted(_bound_vars(st.value)):
+    for v in sorted(N.reduced_vars(st.value)):
         name, k = v, 0
         while name in taken:
             k += 1
@@ -273,7 +250,7 @@ def _renaming(st: N.Assign, access: N.Access, reader: N.Assign) -> dict[str, str
 def _own_ranges(st: N.Assign, access: N.Access, reader: N.Assign):
     mapping = _renaming(st, access, reader)
     for v, dim in st.ranges:
-        if v in _bound_vars(st.value):
+        if v in N.reduced_vars(st.value):
             yield mapping[v], dim
 
 
@@ -300,22 +277,4 @@ def _rename(x, mapping: dict[str, str]):
             new = _rename(old, mapping)
         if new is not old:
             changes[f.name] = new
-    return replace(x, **changes) if changes else x
-
-
-def _substitute(x, old: N.Expr, new: N.Expr):
-    if x is old or (isinstance(x, N.Node) and x == old and type(x) is type(old)):
-        return new
-    if isinstance(x, tuple):
-        return tuple(_substitute(y, old, new) for y in x)
-    if not isinstance(x, N.Node):
-        return x
-    changes = {}
-    for f in fields(x):
-        if f.name == "span":
-            continue
-        value = getattr(x, f.name)
-        replaced = _substitute(value, old, new)
-        if replaced is not value:
-            changes[f.name] = replaced
     return replace(x, **changes) if changes else x

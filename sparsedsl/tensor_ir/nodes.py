@@ -13,7 +13,7 @@ index notation with explicit ``Where`` nodes. Presence (spec § 5) is explicit i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Union
 
 from sparsedsl.core.errors import Span
@@ -385,3 +385,47 @@ def walk_assigns(stmts):
             yield s
         elif isinstance(s, Repeat):
             yield from walk_assigns(s.body)
+
+
+def accesses(e: Expr, name: str) -> list[Access]:
+    """Every read of tensor ``name`` inside ``e``."""
+    out = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Access) and x.tensor == name:
+            out.append(x)
+        stack.extend(children(x))
+    return out
+
+
+def reduced_vars(e: Expr) -> set[str]:
+    """Index variables bound by the reductions inside ``e`` (softmax and top-k axes stay free)."""
+    out: set[str] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Reduce):
+            out |= set(x.vars)
+        stack.extend(children(x))
+    return out
+
+
+def substitute(x, old: Expr, new: Expr):
+    """``x`` (an expression, mask or tuple of them) with every sub-expression equal to ``old`` replaced."""
+    if x == old and isinstance(x, Expr):
+        return new
+    if isinstance(x, tuple):
+        return tuple(substitute(y, old, new) for y in x)
+    if not isinstance(x, (Expr, Mask)):
+        return x
+    changes = {}
+    for f in fields(x):
+        if f.name == "span":
+            continue
+        value = getattr(x, f.name)
+        if isinstance(value, (Expr, Mask, tuple)):
+            updated = substitute(value, old, new)
+            if updated is not value:
+                changes[f.name] = updated
+    return replace(x, **changes) if changes else x
