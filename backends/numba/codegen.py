@@ -484,12 +484,16 @@ class Printer:
         per row: the per-entry test of the mode kept the inner loops from being optimized (2-3x on SpGEMM)."""
         reset, rest = run[0], run[1:]
         self.reset(reset, d)
-        self.line(d, f"if {ws}_hash:")
-        self.ws_mode[ws] = "hash"
-        self.stmts(rest, d + 1)
+        self.branches(d, ws, f"{ws}_hash", ("hash", "dense"), lambda depth: self.stmts(rest, depth))
+
+    def branches(self, d: int, ws: str, test: str, modes: tuple[str, str], emit) -> None:
+        """``if test:`` / ``else:``, with ``emit(depth)`` printing the same code once per workspace mode."""
+        self.line(d, f"if {test}:")
+        self.ws_mode[ws] = modes[0]
+        emit(d + 1)
         self.line(d, "else:")
-        self.ws_mode[ws] = "dense"
-        self.stmts(rest, d + 1)
+        self.ws_mode[ws] = modes[1]
+        emit(d + 1)
         del self.ws_mode[ws]
 
     def stmt(self, s: L.Stmt, d: int) -> None:
@@ -578,13 +582,7 @@ class Printer:
             if first is not None:
                 # a range workspace's first contribution stores, later ones combine: test that once per
                 # loop, not per element, so that the loop vectorizes
-                self.line(d, f"if {first}_first:")
-                self.ws_mode[first] = "first"
-                self.forall(s, d + 1)
-                self.line(d, "else:")
-                self.ws_mode[first] = "combine"
-                self.forall(s, d + 1)
-                del self.ws_mode[first]
+                self.branches(d, first, f"{first}_first", ("first", "combine"), lambda depth: self.forall(s, depth))
                 return
             body = list(s.body)
             flags = _loop_flags(s)
