@@ -93,6 +93,36 @@ def test_triangles_look_up_the_outer_row():
         assert kernel(A=A)["t"] == sum(nx.triangles(g).values()) // 3
 
 
+def test_triangles_look_up_without_a_branch():
+    text = ("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
+            "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
+    src = sd.loads(text, name="par_tri_sel").compile(target="numba").executable.source
+    # the update is computed, then kept or not: no branch on whether the key was in the map
+    assert "_upd if " in src and "if w_c_3_f:" not in src
+
+
+def test_masked_dot_products_by_lookup_keep_only_hits():
+    """A masked product S = A Bᵀ at M's entries, with A's row looked up: the updates of keys that are not in the
+    row are computed (from another row's positions) and dropped. Infinities and NaNs in the other rows must not
+    leak into the kept sums, and a row with no common key stays absent."""
+    text = ("input A: csr<f64>[N, K]\ninput B: csr<f64>[N, K]\ninput M: csr<bool>[N, N]\n"
+            "output S: csr<f64>[N, N]\nS[i, j] = sum[k] A[i, k] * B[j, k] where M[i, j]\n")
+    program = sd.loads(text, name="par_masked_dot")
+    kernel = program.compile(target="numba")
+    assert "_upd if " in kernel.executable.source
+    ref = program.compile(target="ref")
+    for n, k, seed in [(1, 1, 0), (40, 30, 1), (120, 60, 2)]:
+        A, B = _csr(n, k, 0.2, seed), _csr(n, k, 0.2, seed + 7)
+        A.data[::5] = np.inf
+        B.data[::7] = np.nan
+        M = _csr(n, n, 0.3, seed + 13).astype(bool)
+        got = sp.csr_array(kernel(A=A, B=B, M=M)["S"])
+        want = sp.csr_array(ref(A=A, B=B, M=M)["S"])
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.data, want.data, rtol=1e-12, equal_nan=True)
+
+
 def test_a_repeat_is_compiled_whole():
     from pathlib import Path
 

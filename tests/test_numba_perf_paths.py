@@ -2,7 +2,7 @@
 
 The paths: the whole-row ("range") workspace of a reduction whose key loop is dense (SpMM), the
 block-cyclic distribution of rows over chunks (row counts that are no multiple of the block, empty and
-one-row matrices), the dense accumulator listing a long row by scanning its marks instead of sorting,
+one-row matrices), the dense accumulator putting a long row in order through a bitmap instead of sorting,
 the ``auto`` accumulator unswitched per row (rows hashed and rows dense in one product), and loops that
 only count their coordinates. Each test also checks that the generated code takes the path it is about, so
 that a change of lowering cannot leave the path untested. No timings here: see benchmarks/.
@@ -107,23 +107,30 @@ def test_whole_row_workspace_with_max_into_csr(spmm_max):
     np.testing.assert_allclose(_dense_of(Ys), expect, rtol=1e-12, atol=0)
 
 
-def test_spgemm_auto_is_unswitched_and_lists_long_rows_by_scan(spgemm):
+def test_spgemm_auto_is_unswitched_and_sorts_rows_through_bitmaps(spgemm):
     src = spgemm.executable.source
-    assert "_mark[" in src and re.search(r"for (w_ws\w*)_t in range\(\1_width\)", src)
-    # the symbolic phase only counts a row's distinct keys: it neither sorts nor scans them
     count = src[src.index("def k0_C_count"):src.index("def k0_C_fill")]
-    assert "_sort_segment(" not in count and "_t in range(w_ws_width)" not in count
+    fill = src[src.index("def k0_C_fill"):src.index("def run")]
+    # the numeric phase puts long rows in order through the bitmaps, short ones by insertion
+    assert "_bit_sort(" in fill and "_sort_segment(" in fill
+    # the symbolic phase only counts a row's distinct keys: it never orders them
+    assert "_sort_segment(" not in count and "_bit_sort(" not in count
     # one test of the accumulator per row, none per product
     assert src.count("if w_ws_hash:") <= 4
+    # the output's index arrays are int32 when they fit (as scipy's), the row pointers follow them
+    assert "dtype=np.int32 if" in src and "ptr_C.astype(idx_C.dtype" in src
 
 
-@pytest.mark.parametrize("n, seed", [(1, 0), (16, 1), (33, 2), (500, 3)])
+@pytest.mark.parametrize("n, seed", [(1, 0), (16, 1), (33, 2), (500, 3), (40_000, 4)])
 def test_spgemm_mixed_rows_match_scipy(spgemm, n, seed):
+    """Rows of every kind in one product: up to 16 keys (insertion sort), long rows over several bitmap words
+    and summary words (n = 500: 8 words; 40 000: 625 words, 10 summary words), and, past 32768 columns,
+    light rows in the hash table next to heavy rows in the dense accumulator."""
     rng = np.random.default_rng(seed)
-    A = _random_csr(n, n, min(1.0, 2.0 / max(n, 1)), seed)  # light rows: hashed (work * 32 < width)
+    A = _random_csr(n, n, min(1.0, 2.0 / max(n, 1)), seed)
     B = _random_csr(n, n, min(1.0, 3.0 / max(n, 1)), seed + 100)
     if n > 40:
-        # heavy rows: a dense row of A reaches most columns (dense accumulator, listed by scanning)
+        # heavy rows: a dense row of A reaches most columns
         A = A.tolil()
         A[7, :] = rng.standard_normal(n)
         A[n - 1, : n // 2] = rng.standard_normal(n // 2)
@@ -134,16 +141,17 @@ def test_spgemm_mixed_rows_match_scipy(spgemm, n, seed):
     A.sort_indices()
     B.sort_indices()
     C = sp.csr_array(spgemm(A=A, B=B)["C"])
+    assert C.indices.dtype == np.int32 and C.indptr.dtype == np.int32
     ref = sp.csr_array(A @ B)
-    ref.sort_indices()
     # same stored pattern (explicit products that cancel to 0 are stored by both), sorted columns
     structural = sp.csr_array((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape) @ \
         sp.csr_array((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
-    assert C.nnz == structural.nnz
-    for i in range(n):
-        cols = C.indices[C.indptr[i]:C.indptr[i + 1]]
-        assert np.all(np.diff(cols) > 0)
-    np.testing.assert_allclose(C.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
+    structural.sort_indices()
+    np.testing.assert_array_equal(C.indptr, structural.indptr)
+    np.testing.assert_array_equal(C.indices, structural.indices)
+    if n > 4096:
+        assert np.diff(C.indptr).max() > 4096  # a row spans several summary words of the bitmap
+    np.testing.assert_allclose((C - ref).toarray() if n <= 500 else abs(C - ref).max(), 0, atol=1e-12)
 
 
 @pytest.mark.parametrize("accumulator", ["dense", "hash", "sort"])

@@ -469,8 +469,9 @@ class Lowerer:
                 raise Refused(f"'{x.name}' is read before it is computed")
 
     def accumulator(self, target: str) -> str:
-        per_row = ("per row: a hash table when the row's work times 32 is below the output width "
-                   "(few touched columns), a dense accumulator otherwise")
+        per_row = ("per row: a dense accumulator when the output has at most 32768 columns (it stays in the "
+                   "core's cache) or the row's work times 32 reaches the width, a hash table otherwise (few "
+                   "touched columns of a wide output); keys are put in order through a bitmap")
         self.acc_reason = per_row
         forced = self.options.get("accumulator")
         if forced is not None:
@@ -542,7 +543,11 @@ class Lowerer:
             self.host.append(L.Alloc(out.ptr, "i64", (L.Op("+", (shape[0], I64_ONE), "i64"),), span=st.span))
             self.host.append(L.PrefixSum(out.ptr, nnz_name, span=st.span))
             total = L.Load(out.ptr, (shape[0],))
-            self.host.append(L.Alloc(out.idx, "i64", (total,), span=st.span))
+            # an output's index arrays are int32 when they can be (the backend decides at run time): scipy
+            # would otherwise check and convert them on every call
+            narrow = L.Op("max2", (total, shape[1]), "i64") if decl is not None and decl.kind == "output" \
+                and len(shape) == 2 else None
+            self.host.append(L.Alloc(out.idx, "i64", (total,), narrow=narrow, span=st.span))
             self.host.append(L.Alloc(out.val, out.dtype, (total,), span=st.span))
             fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
             self.add_kernel(base + "_fill", fill_body, self._parallel, st)

@@ -173,12 +173,16 @@ class Store(Stmt):
 
 @dataclass(frozen=True)
 class Alloc(Stmt):
-    """A new array; ``fill`` None leaves it uninitialized (every element is written before it is read)."""
+    """A new array; ``fill`` None leaves it uninitialized (every element is written before it is read).
+
+    ``narrow``, on an i64 index array of an output: the array may be int32 instead when this value is below
+    2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are."""
 
     name: str
     dtype: str
     shape: tuple[Expr, ...]
     fill: Expr | None = None
+    narrow: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -424,11 +428,12 @@ def free_names(body) -> set[str]:
                     for x in ix:
                         expr(x)
                     expr(v)
-                case Alloc(name=n, shape=sh, fill=f):
+                case Alloc(name=n, shape=sh, fill=f, narrow=nw):
                     for x in sh:
                         expr(x)
-                    if f is not None:
-                        expr(f)
+                    for x in (f, nw):
+                        if x is not None:
+                            expr(x)
                     defined.add(n)
                 case If(cond=cnd, then=t, orelse=o):
                     expr(cnd)

@@ -45,8 +45,10 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                 out.append(f"{pad}{n} = {format_expr(v)}")
             case L.Store(array=a, index=ix, value=v):
                 out.append(f"{pad}{a}[{', '.join(format_expr(x) for x in ix)}] = {format_expr(v)}")
-            case L.Alloc(name=n, dtype=dt, shape=sh, fill=f):
+            case L.Alloc(name=n, dtype=dt, shape=sh, fill=f, narrow=nw):
                 init = "" if f is None else f" fill {format_expr(f)}"
+                if nw is not None:
+                    init += f" (i32 if {format_expr(nw)} < 2^31)"
                 out.append(f"{pad}alloc {n}: {dt}[{', '.join(format_expr(x) for x in sh)}]{init}")
             case L.If(cond=c, then=t, orelse=o):
                 out.append(f"{pad}if {format_expr(c)}:")

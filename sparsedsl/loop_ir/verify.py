@@ -112,11 +112,12 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 for x in ix:
                     _check_expr(x, scope, problems, where)
                 _check_expr(v, scope, problems, where)
-            case L.Alloc(name=n, shape=sh, fill=f):
+            case L.Alloc(name=n, shape=sh, fill=f, narrow=nw):
                 for x in sh:
                     _check_expr(x, scope, problems, where)
-                if f is not None:
-                    _check_expr(f, scope, problems, where)
+                for x in (f, nw):
+                    if x is not None:
+                        _check_expr(x, scope, problems, where)
                 scope.add(n)
             case L.If(cond=c, then=t, orelse=o):
                 _check_expr(c, scope, problems, where)
