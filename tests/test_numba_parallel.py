@@ -97,22 +97,26 @@ def test_triangles_look_up_without_a_branch():
     text = ("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
             "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
     src = sd.loads(text, name="par_tri_sel").compile(target="numba").executable.source
-    # the update is computed, then kept or not: no branch on whether the key was in the map
-    assert "_upd if " in src and "if w_c_3_f:" not in src
+    # while keys are found often, the update is computed and its identity combined on a miss, with no branch
+    # on whether the key was in the map; rarely, the branch is kept
+    assert "(w_acc_1_upd if w_c_3_f else 0)" in src and "w_has_1 = w_has_1 | w_c_3_f" in src
+    assert "if w_c_3_hit * 8 >= w_c_3_try:" in src and src.count("if w_c_3_f:") == 1
 
 
 def test_masked_dot_products_by_lookup_keep_only_hits():
     """A masked product S = A Bᵀ at M's entries, with A's row looked up: the updates of keys that are not in the
     row are computed (from another row's positions) and dropped. Infinities and NaNs in the other rows must not
-    leak into the kept sums, and a row with no common key stays absent."""
+    leak into the kept sums, and a row with no common key stays absent. Dense and sparse cases make both
+    versions of the loop run (the hit rate decides)."""
     text = ("input A: csr<f64>[N, K]\ninput B: csr<f64>[N, K]\ninput M: csr<bool>[N, N]\n"
             "output S: csr<f64>[N, N]\nS[i, j] = sum[k] A[i, k] * B[j, k] where M[i, j]\n")
     program = sd.loads(text, name="par_masked_dot")
     kernel = program.compile(target="numba")
     assert "_upd if " in kernel.executable.source
     ref = program.compile(target="ref")
-    for n, k, seed in [(1, 1, 0), (40, 30, 1), (120, 60, 2)]:
-        A, B = _csr(n, k, 0.2, seed), _csr(n, k, 0.2, seed + 7)
+    for n, k, seed, density in [(1, 1, 0, 0.2), (40, 30, 1, 0.2), (120, 60, 2, 0.2), (120, 60, 3, 0.6),
+                                (300, 2000, 4, 0.003)]:
+        A, B = _csr(n, k, density, seed), _csr(n, k, density, seed + 7)
         A.data[::5] = np.inf
         B.data[::7] = np.nan
         M = _csr(n, n, 0.3, seed + 13).astype(bool)
