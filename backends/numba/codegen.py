@@ -1,6 +1,7 @@
 """Loop IR → Python source for Numba.
 
-The text is a stand-alone module importing only numpy and numba: helper functions, one ``@numba.njit``
+The text is a stand-alone module importing only numpy and numba (and llvmlite, numba's own code generator,
+for the prefetch intrinsic): helper functions, one ``@numba.njit``
 function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off
 except LLVM's ``reassoc`` flag on kernels, see ``render_module``; the numpy error model, so division by
 zero gives inf/nan/0 as numpy does instead of raising), and a plain Python ``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
@@ -10,9 +11,10 @@ pasted from user text. The output is deterministic (golden-testable).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import replace
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -43,14 +45,21 @@ INT64_MAX = "9223372036854775807"
 # An ``auto`` accumulator up to this many keys is always dense: its value and mark arrays (16 bytes a key) fit
 # in a core's L2 cache.
 DENSE_WIDTH = 32768
+# Rows of a gathered dense matrix are prefetched this many keys ahead, when the matrix has more bytes than this.
+PREFETCH_AHEAD = 8
+PREFETCH_BYTES = 1 << 22
 
 PRELUDE = '''\
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir as _llvm_ir
 from numba import prange
+from numba.core import cgutils as _cgutils
+from numba.core import types as _nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros as _ctz
+from numba.extending import intrinsic as _intrinsic
 
 _JIT = dict(cache=True, fastmath=False, error_model="numpy")
 
@@ -190,6 +199,25 @@ def _rf16(x):
 @numba.njit(**_JIT)
 def _rbf16(x):
     return _round_to(x, 8, -133, 3.3895313892515355e38)
+
+
+@_intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Ask the cache for the line holding arr[i, j] (LLVM's prefetch: read, keep in all levels)."""
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = _cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                         shape=_cgutils.unpack_tuple(builder, ary.shape),
+                                         strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
+                                         inds=[args[1], args[2]], wraparound=False, boundscheck=False)
+        i8p = _llvm_ir.IntType(8).as_pointer()
+        i32 = _llvm_ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
+                                              _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32]))
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return _nbtypes.void(arr, i, j), codegen
 
 
 @numba.njit(**_JIT)
@@ -686,6 +714,7 @@ class Printer:
                 self.line(d + 1, f"{v} = {cur.pos}")
             else:
                 self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
+                self.prefetch_rows(s, cur, d + 1)
             self.line(d + 1, f"{cur.found} = True")
             followers(d + 1)
             self.stmts(s.body, d + 1)
@@ -725,6 +754,24 @@ class Printer:
         for c in drivers:
             self.line(d + 1, f"if {c.found}:")
             self.line(d + 2, f"{c.pos} += 1")
+
+    def prefetch_rows(self, s: L.Forall, cur: L.Cursor, d: int) -> None:
+        """Rows of dense matrices that the body reads at this loop's key (``X[j, f]`` in SpMM, ``K[j, d]`` in
+        SDDMM) are gathered in the order of the row's keys: no hardware prefetcher follows that. The rows of
+        the key PREFETCH_AHEAD positions on are requested now, when the matrix is several times the core's L2
+        cache (SpMM on R-MAT 2^16, 16 MB: 53 -> 21 ms; on the 1-2 MB matrices of ego-Facebook and wiki-Vote it
+        cost 7%)."""
+        rows = _row_gathers(s.body, s.var)
+        if not rows:
+            return
+        n = f"{cur.name}_ahead"
+        self.line(d, f"{n} = {cur.pos} + {PREFETCH_AHEAD}")
+        big = " or ".join(f"{a}.size * {a}.itemsize > {PREFETCH_BYTES}" for a in rows)
+        self.line(d, f"if {n} < {cur.idx}.shape[0] and ({big}):")
+        self.line(d + 1, f"{n} = np.int64({cur.idx}[{n}])")
+        for a in rows:
+            self.line(d + 1, f"for {cur.name}_line in range(0, {a}.shape[1], 64 // {a}.itemsize):")
+            self.line(d + 2, f"_prefetch({a}, {n}, {cur.name}_line)")
 
     def lookup_loop(self, s: L.Forall, d: int) -> None:
         """The loop over the driver's keys with each looked-up position and whether it was found."""
@@ -1085,6 +1132,24 @@ def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
 
     out = [replace(b, value=visit(b.value)) for b in body]
     return (out, hoisted) if hoisted else (body, [])
+
+
+def _row_gathers(body, var: str) -> list[str]:
+    """The 2-D arrays that ``body`` loads at ``[var, <a dense loop's variable>]``, in order of appearance."""
+    dense_vars = {b.var for b in _all_stmts(body) if isinstance(b, L.Forall) and b.iteration.kind == "dense"}
+    found: list[str] = []
+    for st in _all_stmts(body):
+        for f in dataclasses.fields(st):
+            value = getattr(st, f.name)
+            for root in (value if isinstance(value, tuple) else (value,)):
+                if not isinstance(root, L.Expr):
+                    continue
+                for e in _ops(root):
+                    if (isinstance(e, L.Load) and len(e.index) == 2 and e.index[0] == L.Var(var)
+                            and isinstance(e.index[1], L.Var) and e.index[1].name in dense_vars
+                            and e.array not in found):
+                        found.append(e.array)
+    return found
 
 
 def _speculable(body, positions: set[str]) -> bool:
