@@ -186,3 +186,12 @@ def test_gathered_rows_of_a_large_matrix_are_prefetched(spmm):
         X = rng.standard_normal((n, f))
         assert (X.nbytes > codegen.PREFETCH_BYTES) == (n > 300)
         np.testing.assert_allclose(spmm(A=A, X=X)["Y"], A @ X, rtol=1e-12, atol=1e-12)
+
+
+def test_an_innermost_loop_over_a_size_has_a_copy_for_64(spmm):
+    """The copy for the common extent 64 and the general loop give the same result (F = 64 and F = 63)."""
+    assert "if n_F == 64:" in spmm.executable.source and "for x_f in range(64):" in spmm.executable.source
+    A = _random_csr(50, 50, 0.1, seed=9)
+    for f in (64, 63):
+        X = np.random.default_rng(f).standard_normal((50, f))
+        np.testing.assert_allclose(spmm(A=A, X=X)["Y"], A @ X, rtol=1e-12, atol=1e-12)
