@@ -100,7 +100,7 @@ def test_triangles_look_up_without_a_branch():
     # while keys are found often, the update is computed and its identity combined on a miss, with no branch
     # on whether the key was in the map; rarely, the branch is kept
     assert "(w_acc_1_upd if w_c_3_f else 0)" in src and "w_has_1 = w_has_1 | w_c_3_f" in src
-    assert "if w_c_3_hit * 8 >= w_c_3_try:" in src and src.count("if w_c_3_f:") == 1
+    assert "if w_c_3_hit * 2 >= w_c_3_try:" in src and src.count("if w_c_3_f:") == 1
 
 
 def test_masked_dot_products_by_lookup_keep_only_hits():
