@@ -843,7 +843,8 @@ class Printer:
         ident = _identity_const(op, v.dtype) if op is not None and len(v.args) == 2 \
             and v.args[0] == L.Var(b.name) else None
         if ident is not None:
-            # (computed first: a load inside a conditional expression would be a branch again)
+            # (computed first: a load inside a conditional expression would be a branch again). The operator is
+            # printed by expr (casts, NaN rules) with a placeholder operand, replaced by the selected text.
             self.line(d, f"{b.name}_upd = {self.expr(v.args[1])}")
             self.line(d, f"{b.name} = {self.expr(replace(v, args=(v.args[0], L.Var(f'{b.name}_sel'))))}"
                       .replace(f"{b.name}_sel", f"({b.name}_upd if {hit} else {ident})"))
