@@ -45,13 +45,17 @@ INT64_MAX = "9223372036854775807"
 # An ``auto`` accumulator up to this many keys is always dense: its value and mark arrays (16 bytes a key) fit
 # in a core's L2 cache.
 DENSE_WIDTH = 32768
-# Rows of a gathered dense matrix are prefetched this many keys ahead, when the matrix has more bytes than this.
+# Rows of a gathered dense matrix are prefetched this many keys ahead, when the matrix has more bytes than
+# PREFETCH_BYTES: half again this machine's 1 MiB L2. Measured on the generated SpMM / SDDMM (one process, prefetch
+# on / off, min of 100 calls): ca-HepTh's 2.5 MB rows 0.83 / 1.04 ms and 0.73 / 0.98; wiki-Vote's 1.8 MB 1.23 / 1.36
+# and 1.17 / 1.37; ego-Facebook's 1.0 MB even; bcsstk13's 0.5 MB 0.80 / 0.61 (its rows are in L2 already, the
+# prefetches are pure cost).
 PREFETCH_AHEAD = 8
 # Innermost loops over a size parameter get a copy for each of these extents (fully unrolled by LLVM). 64, the
 # usual feature / head width, measured (same process, on / off): attention 1.82 / 2.09 ms on bcsstk13, 3.81 /
 # 4.27 on wiki-Vote; SpMM and SDDMM 2-10%. Each extent costs compile time (32 and 128 too: attention +2 s).
 VERSIONED_EXTENTS: tuple[int, ...] = (64,)
-PREFETCH_BYTES = 1 << 22
+PREFETCH_BYTES = 3 << 19
 
 PRELUDE = '''\
 import math
@@ -774,9 +778,8 @@ class Printer:
     def prefetch_rows(self, s: L.Forall, cur: L.Cursor, d: int) -> None:
         """Rows of dense matrices that the body reads at this loop's key (``X[j, f]`` in SpMM, ``K[j, d]`` in
         SDDMM) are gathered in the order of the row's keys: no hardware prefetcher follows that. The rows of
-        the key PREFETCH_AHEAD positions on are requested now, when the matrix is several times the core's L2
-        cache (SpMM on R-MAT 2^16, 16 MB: 53 -> 21 ms; on the 1-2 MB matrices of ego-Facebook and wiki-Vote it
-        cost 7%)."""
+        the key PREFETCH_AHEAD positions on are requested now, when the matrix outgrows the core's L2 cache
+        (SpMM on R-MAT 2^16, 16 MB: 53 -> 21 ms; figures for the small matrices at PREFETCH_BYTES)."""
         rows = _row_gathers(s.body, s.var)
         if not rows:
             return
