@@ -594,6 +594,10 @@ class Printer:
                     self.line(d, f"{n} = np.empty({shape}, dtype=np.int32 if {self.expr(nw)} < 2147483648 else np.int64)")
                 elif f is None:
                     self.line(d, f"{n} = np.empty({shape}, dtype={NP_TYPE[dt]})")
+                elif _is_zero(f):
+                    # calloc: a large array comes as fresh zero pages, faulted in by the threads that first
+                    # write them, instead of a serial memset (SpMM's 2.5 MB output on ca-HepTh: 126 -> 56 µs)
+                    self.line(d, f"{n} = np.zeros({shape}, dtype={NP_TYPE[dt]})")
                 else:
                     self.line(d, f"{n} = np.full({shape}, {self.expr(f)}, dtype={NP_TYPE[dt]})")
             case L.If(cond=c, then=t, orelse=o):
@@ -1244,6 +1248,11 @@ def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
     if key != L.Var(s.var) or any(L.expr_names(x) & moving for x in lead):
         return None
     return store.array, tuple(lead)
+
+
+def _is_zero(e: L.Expr) -> bool:
+    """A constant whose bytes are all zero (0, False, +0.0; not -0.0)."""
+    return isinstance(e, L.Const) and e.value == 0 and math.copysign(1.0, float(e.value)) > 0
 
 
 def _counts_keys(s: L.Stmt, ws: str) -> bool:
