@@ -83,14 +83,24 @@ def test_rows_are_cut_by_work_not_by_count(tmp_path):
 
 
 def test_triangles_look_up_the_outer_row():
+    """L's values are all 1 (a cast of a bool pattern), so the outer row is looked up in a bitmap of its keys;
+    with values read (W's weights), in a map to their positions. Both count networkx's triangles, on graphs
+    whose rows span several bitmap words and whose consecutive rows share words (the bitmap of the previous
+    row must be cleared, not only overwritten)."""
     text = ("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
             "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
+    weighted = ("input W: csr<f64>[N, N]\noutput t: f64\nL[i, j] = W[i, j] where j < i\n"
+                "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
     kernel = sd.loads(text, name="par_tri").compile(target="numba")
-    assert "_map[" in kernel.executable.source
-    for n, p, seed in [(1, 0.5, 0), (30, 0.3, 1), (200, 0.05, 2)]:
+    wkernel = sd.loads(weighted, name="par_tri_w").compile(target="numba")
+    assert "_bits[" in kernel.executable.source and "_map[" not in kernel.executable.source
+    assert "_map[" in wkernel.executable.source and "_bits[" not in wkernel.executable.source
+    for n, p, seed in [(1, 0.5, 0), (30, 0.3, 1), (200, 0.05, 2), (700, 0.02, 3)]:
         g = nx.gnp_random_graph(n, p, seed=seed)
         A = nx.to_scipy_sparse_array(g, format="csr").astype(bool)
-        assert kernel(A=A)["t"] == sum(nx.triangles(g).values()) // 3
+        want = sum(nx.triangles(g).values()) // 3
+        assert kernel(A=A)["t"] == want
+        assert wkernel(W=A.astype(np.float64))["t"] == want
 
 
 def test_triangles_look_up_without_a_branch():

@@ -195,3 +195,93 @@ def test_an_innermost_loop_over_a_size_has_a_copy_for_64(spmm):
     for f in (64, 63):
         X = np.random.default_rng(f).standard_normal((50, f))
         np.testing.assert_allclose(spmm(A=A, X=X)["Y"], A @ X, rtol=1e-12, atol=1e-12)
+
+
+SDDMM = """
+input  G: csr<bool>[N, M]
+input  Q: dense<f64>[N, D]
+input  K: dense<f64>[M, D]
+output S: csr<f64>[N, M]
+S[i, j] = sum[d] Q[i, d] * K[j, d] where G[i, j]
+"""
+
+
+def _kernel_source(source: str, name: str) -> str:
+    """The text of one generated kernel (from its decorator to the next one)."""
+    start = source.index(f"def {name}(")
+    end = source.find("@numba.njit", start)
+    return source[start:] if end < 0 else source[start:end]
+
+
+def test_a_result_under_a_structural_mask_takes_the_masks_rows():
+    """SDDMM's pattern is its mask's: the symbolic phase is the mask's row lengths (no walk of its keys),
+    the entries equal numpy's dots on random masks with empty rows and on an empty mask, and a reduction over
+    an empty range (D = 0) leaves every row empty, as the reference says."""
+    k = sd.loads(SDDMM, name="perf_sddmm_rows").compile(target="numba")
+    count = _kernel_source(k.executable.source, "k0_S_count")
+    assert "ptr_G[" in count and "idx_G" not in count
+    rng = np.random.default_rng(3)
+    for n, m, density in [(40, 30, 0.2), (1, 1, 1.0), (25, 7, 0.0), (60, 90, 0.02)]:
+        G = _random_csr(n, m, density, seed=n * m).astype(bool)
+        Q, K = rng.standard_normal((n, 5)), rng.standard_normal((m, 5))
+        S = k(G=G, Q=Q, K=K)["S"]
+        rows = np.repeat(np.arange(n), np.diff(G.indptr))
+        np.testing.assert_array_equal(S.indptr, G.indptr)
+        np.testing.assert_array_equal(S.indices, G.indices)
+        np.testing.assert_allclose(S.data, np.einsum("ed,ed->e", Q[rows], K[G.indices]), rtol=1e-12)
+    G = _random_csr(20, 20, 0.3, seed=1).astype(bool)
+    for target in ("numba", "ref"):
+        kt = k if target == "numba" else sd.loads(SDDMM, name="perf_sddmm_rows").compile(target="ref")
+        S = kt(G=G, Q=np.zeros((20, 0)), K=np.zeros((20, 0)))["S"]
+        assert S.nnz == 0 and S.shape == (20, 20)
+
+
+@pytest.mark.parametrize("stmt", ["S[i, j] = A[i, j] * 2.0 where G[i, j]",
+                                  "S[i, j] = sum[d] Q[i, d] * K[j, d] where G[j, i]",
+                                  "S[i, j] = (sum[d] Q[i, d] * K[j, d] where G[i, j]) where j < i"])
+def test_a_result_that_is_not_exactly_the_mask_is_counted(stmt):
+    """A value that may be absent under the mask (a sparse operand), a mask read transposed, or a further
+    condition: the pattern is not the mask's rows, and the symbolic phase walks the keys. Results equal the
+    reference's."""
+    prog = ("input G: csr<bool>[N, N]\ninput A: csr<f64>[N, N]\ninput Q: dense<f64>[N, D]\n"
+            "input K: dense<f64>[N, D]\noutput S: csr<f64>[N, N]\n" + stmt + "\n")
+    k = sd.loads(prog, name="perf_sddmm_not_rows").compile(target="numba")
+    assert "idx_G" in _kernel_source(k.executable.source, "k0_S_count")
+    rng = np.random.default_rng(4)
+    G = _random_csr(30, 30, 0.2, seed=5).astype(bool)
+    A = _random_csr(30, 30, 0.2, seed=6)
+    Q, K = rng.standard_normal((30, 4)), rng.standard_normal((30, 4))
+    got = k(G=G, A=A, Q=Q, K=K)["S"]
+    want = sd.loads(prog, name="perf_sddmm_not_rows").compile(target="ref")(G=G, A=A, Q=Q, K=K)["S"]
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-12)
+
+
+def test_constant_values_are_not_loaded_and_changing_ones_are():
+    """A bool pattern's entries are all True, so ``i64(A[i, j]) where j < i`` is 1 wherever present and the
+    kernels reading it use the constant. A name reassigned in a repeat or accumulated into is not a constant,
+    even when its first value is; a literal's value is a constant too. Each program's result equals the reference's on a graph with explicit
+    ``False`` entries stored (still pattern entries: they count as 1)."""
+    tri = sd.loads("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
+                   "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n", name="perf_const_tri")
+    src = tri.compile(target="numba").executable.source
+    assert "val_L[" not in _kernel_source(src, "k2_t") and "val_A[" not in src
+    changing = [
+        "input A: csr<bool>[N, N]\noutput Y: csr<i64>[N, N]\nX[i, j] = i64(A[i, j])\n"
+        "repeat at most 3:\n    X[i, j] = X[i, j] * 2 where A[i, j]\nY[i, j] = X[i, j] + 1 where A[i, j]\n",
+        "input A: csr<bool>[N, N]\noutput Y: csr<i64>[N, N]\nX[i, j] = i64(A[i, j])\nX[i, j] += i64(A[j, i])\n"
+        "Y[i, j] = X[i, j] * 3 where A[i, j]\n",
+        # a constant from a literal, read by a masked union
+        "input A: csr<bool>[N, N]\noutput Y: csr<i64>[N, N]\nX[i, j] = 5 where A[i, j] and j < i\n"
+        "Y[i, j] = X[i, j] + i64(A[j, i]) where A[i, j]\n",
+    ]
+    rng = np.random.default_rng(8)
+    A = _random_csr(12, 12, 0.3, seed=8)
+    A.data = rng.random(A.nnz) < 0.7  # explicit False entries: a pattern still stores them
+    A = sp.csr_array(A)
+    for text in changing:
+        prog = sd.loads(text, name="perf_const_changing")
+        got, want = prog.compile(target="numba")(A=A)["Y"], prog.compile(target="ref")(A=A)["Y"]
+        np.testing.assert_array_equal(got.toarray(), want.toarray())
+        assert got.nnz == want.nnz

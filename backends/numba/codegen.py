@@ -710,8 +710,18 @@ class Printer:
             self.line(d, f"{m}_s = {self.expr(cur.start)}")
             self.line(d, f"{m}_e = {self.expr(cur.stop)}")
             self.line(d, f"if {m}_s != {m}_mlo or {m}_e != {m}_mhi:")
-            self.line(d + 1, f"for {m}_t in range({m}_s, {m}_e):")
-            self.line(d + 2, f"{m}_map[{cur.idx}[{m}_t]] = {m}_t")
+            if it.membership:
+                if cur.pos in L.free_names(s.body):
+                    raise AssertionError(f"internal error: a membership lookup's body reads {cur.pos}")
+                # the previous segment's words hold only its own keys: zero them, then set the new keys
+                self.line(d + 1, f"for {m}_t in range({m}_mlo, {m}_mhi):")
+                self.line(d + 2, f"{m}_bits[{cur.idx}[{m}_t] >> 6] = 0")
+                self.line(d + 1, f"for {m}_t in range({m}_s, {m}_e):")
+                self.line(d + 2, f"{m}_k = np.int64({cur.idx}[{m}_t])")
+                self.line(d + 2, f"{m}_bits[{m}_k >> 6] |= np.int64(1) << ({m}_k & 63)")
+            else:
+                self.line(d + 1, f"for {m}_t in range({m}_s, {m}_e):")
+                self.line(d + 2, f"{m}_map[{cur.idx}[{m}_t]] = {m}_t")
             self.line(d + 1, f"{m}_mlo = {m}_s")
             self.line(d + 1, f"{m}_mhi = {m}_e")
         if it.lookups:
@@ -804,6 +814,9 @@ class Printer:
         self.line(d + 1, f"{s.var} = np.int64({cur.idx}[{cur.pos}])")
         self.line(d + 1, f"{cur.found} = True")
         for lk in it.lookups:
+            if it.membership:
+                self.line(d + 1, f"{lk.found} = (({lk.name}_bits[{s.var} >> 6] >> ({s.var} & 63)) & 1) != 0")
+                continue
             self.line(d + 1, f"{lk.pos} = {lk.name}_map[{s.var}]")
             self.line(d + 1, f"{lk.found} = ({lk.pos} >= {lk.name}_s) & ({lk.pos} < {lk.name}_e)")
 

@@ -84,7 +84,9 @@ class Storage:
     kind: ``scalar`` (a value), ``oscalar`` (a value and whether it is present), ``dense`` (an array, every
     entry present), ``bitmap`` (values + presence array: sparse values of rank 1 or of rank 3 and more),
     ``csr`` (row pointer, column indices, values). ``tag`` distinguishes the arrays of a reassignment from
-    those it replaces (the new value is computed while the old one is read).
+    those it replaces (the new value is computed while the old one is read). ``const``, on a sparse kind: the
+    value every present entry holds (a ``bool`` pattern's True, ``i64(A[i, j])`` of one), so that readers use
+    the constant instead of loading it (triangle counting's lookups then touch no value array).
     """
 
     name: str
@@ -92,6 +94,7 @@ class Storage:
     dtype: str
     shape: tuple[Dim, ...]
     tag: str = ""
+    const: bool | int | float | None = None
 
     @property
     def val(self) -> str:
@@ -258,6 +261,9 @@ class Lowerer:
         self._top: list[L.Stmt] = []
         self._prologue: list[L.Stmt] | None = None
         self._parallel = False
+        # names whose value changes after their first assignment (reassigned, accumulated, carried by a
+        # repeat): code reading them may run against any of their values, so none of them is a constant
+        self.varying = _varying(program.body)
         for d in program.decls:
             if d.kind == "input":
                 self.storage[d.name] = self.input_storage(d)
@@ -277,7 +283,9 @@ class Lowerer:
             kind = "csr"
         else:
             kind = "bitmap"
-        return Storage(d.name, kind, t.dtype, t.shape)
+        # a bool sparse input is a pattern (interface.md): every stored entry is True once bound
+        const = True if kind in ("csr", "bitmap") and t.dtype == "bool" else None
+        return Storage(d.name, kind, t.dtype, t.shape, const=const)
 
     def result_storage(self, st: T.Assign, decl: T.Decl | None) -> Storage:
         dtype = decl.type.dtype if decl is not None else st.value.dtype
@@ -537,9 +545,17 @@ class Lowerer:
             self.host.append(L.Invoke(base, self.kernel_params(base), out.arrays, span=st.span))
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
-            self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
-            count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
-            self.add_kernel(base + "_count", count, self._parallel, st)
+            inherited = self.mask_rows(st)
+            if inherited is not None:
+                # the pattern is the mask's: each row's count is the mask row's length, no product needed
+                # (SDDMM: the symbolic phase was a parallel pass over the mask's keys)
+                self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), span=st.span))
+                count = self.kernel_body(lambda: self.row_lengths(*inherited, nnz_name))
+                self.add_kernel(base + "_count", count, False, st)
+            else:
+                self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
+                count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
+                self.add_kernel(base + "_count", count, self._parallel, st)
             self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
             self.host.append(L.Alloc(out.ptr, "i64", (L.Op("+", (shape[0], I64_ONE), "i64"),), span=st.span))
             self.host.append(L.PrefixSum(out.ptr, nnz_name, span=st.span))
@@ -560,6 +576,8 @@ class Lowerer:
             body = self.kernel_body(lambda: self.levels(st, out, "store", None))
             self.add_kernel(base, body, self._parallel, st)
             self.host.append(L.Invoke(base, self.kernel_params(base), span=st.span))
+        if out.kind in ("csr", "bitmap") and st.target not in self.varying and st.value.dtype == out.dtype:
+            out = replace(out, const=self.const_value(st.value))
         if out.tag:
             # the new value replaces the old under the name's own arrays (a repeat's next iteration reads them)
             base_storage = replace(out, tag="")
@@ -567,6 +585,70 @@ class Lowerer:
                 self.host.append(L.Set(old_name, L.Var(new_name), span=st.span))
             out = base_storage
         self.storage[st.target] = out
+
+    def mask_rows(self, st: T.Assign) -> tuple[Storage, L.Expr] | None:
+        """``(mask storage, condition)`` when a sparse result's pattern is a CSR mask's rows exactly while the
+        condition holds and empty otherwise: ``X[i, j] = e where M[i, j]`` with a structural mask over the
+        result's own indices and ``e`` present everywhere once its reductions' ranges are not empty (SDDMM's
+        ``sum[d] Q[i, d] * K[j, d]``); the condition is that no such range is empty."""
+        e = st.value
+        if not isinstance(e, T.Where) or not isinstance(e.mask, T.MaskPresent) or len(st.idx) != 2:
+            return None
+        m = e.mask.expr
+        if not isinstance(m, T.Access) or tuple(getattr(p, "var", None) for p in m.pos if
+                                                 isinstance(p, T.IndexVal)) != st.idx:
+            return None
+        src = self.storage.get(m.tensor)
+        if src is None or src.kind != "csr" or src.tag or m.tensor == st.target:
+            return None
+
+        def stored_full(name: str) -> bool:
+            t = self.storage.get(name)
+            return t is not None and t.kind in ("dense", "scalar")
+
+        if not is_full(e.body, stored_full, assume_nonempty=True):
+            return None
+        cond: L.Expr = TRUE
+        for x in _walk(e.body):
+            if isinstance(x, T.Reduce):
+                for v in x.vars:
+                    cond = _and(cond, L.Op(">", (self.ranges[v], I64_ZERO), "bool"))
+        self.notes.append((st.target, "pattern", f"the rows of {m.tensor}",
+                           f"{st.target} is present exactly where the structural mask {m.tensor} is: its row "
+                           f"lengths are the mask's, with no symbolic pass", st.span))
+        return src, cond
+
+    def row_lengths(self, src: Storage, cond: L.Expr, nnz_name: str) -> list[L.Stmt]:
+        """``nnz[i] = (ptr[i + 1] - ptr[i]) if cond else 0`` over the rows of ``src``: a serial loop (a pass
+        over the row pointers is too short to be worth waking threads for)."""
+        row = self.names.fresh("x_row")
+        i = L.Var(row)
+        length = L.Op("-", (L.Load(src.ptr, (L.Op("+", (i, I64_ONE), "i64"),)), L.Load(src.ptr, (i,))), "i64")
+        if cond != TRUE:
+            length = L.Op("select", (cond, length, I64_ZERO), "i64")
+        it = L.Iteration("dense", dim_expr(src.shape[0]))
+        return [L.Forall(row, it, (L.Store(nnz_name, (i,), length),), span=self.stmt.span)]
+
+    def const_value(self, e: T.Expr):
+        """The value ``e`` has wherever it is present, when that is one constant (else None): a literal, a
+        constant-valued sparse tensor, a cast of a bool constant or of an integer one to an integer type,
+        either under a ``where``."""
+        match e:
+            case T.Lit(value=v):
+                return v
+            case T.Access(tensor=t):
+                st = self.storage.get(t)
+                return st.const if st is not None and st.kind in ("csr", "bitmap") else None
+            case T.Where(body=b):
+                return self.const_value(b)
+            case T.Cast(operand=a, dtype=dt):
+                v = self.const_value(a)
+                if v is None or (a.dtype != "bool" and not (is_int(a.dtype) and is_int(dt))):
+                    return None
+                if dt == "bool":
+                    return bool(v)
+                return float(v) if is_float(dt) else int(v)
+        return None
 
     def fresh_tag(self, s: Storage) -> str:
         """A suffix making ``s``'s arrays differ from every array name of the program."""
@@ -776,10 +858,10 @@ class Lowerer:
             cursors[leaf] = (cur, False)
             fcur.append(cur)
         c2 = c.with_(bound=c.bound + (v,), cursors=cursors)
-        lookups = self.lookups(v, kind, drivers, dcur, c)
+        lookups, membership = self.lookups(v, kind, drivers, dcur, c)
         dcur = [x for x in dcur if x not in lookups]
         iteration = L.Iteration(kind, self.ranges[v] if kind == "dense" else None, tuple(dcur), tuple(fcur),
-                                tuple(lookups))
+                                tuple(lookups), membership)
         if outer and kind == "dense" and not fcur:
             self.chunked(v, c2, block, inner, partials)
             return
@@ -789,26 +871,34 @@ class Lowerer:
         inner(c2, body)
         block.append(L.Forall(index_name(v), iteration, tuple(body), span=self.stmt.span))
 
-    def lookups(self, v: str, kind: str, drivers: list, cursors: list[L.Cursor], c: Ctx) -> list[L.Cursor]:
+    def lookups(self, v: str, kind: str, drivers: list, cursors: list[L.Cursor],
+                c: Ctx) -> tuple[list[L.Cursor], bool]:
         """Of an intersection of two tensor rows, the one that does not change in the innermost enclosing
         loop (``L[i, k]`` inside a loop over ``j`` of ``L[i, k] * L[j, k]``): scattered once into a map, it
         is then found per coordinate of the other, O(len(other)) per visit instead of O(both) by merging
-        (triangle counting, masked products)."""
+        (triangle counting, masked products). A row whose values are a constant is never read at the found
+        positions: a bitmap of its keys does (``membership``; R-MAT's lookups then hit the cache)."""
         if kind != "intersect" or len(drivers) != 2 or not c.bound or self.options.get("lookup") is False:
-            return []
+            return [], False
         inner_var = index_name(c.bound[-1])
         moving = [any(inner_var in L.expr_names(e) for e in (cur.start, cur.stop)) for cur in cursors]
         if sorted(moving) != [False, True] or not all(isinstance(d, T.Access) for d in drivers):
-            return []
+            return [], False
         still = cursors[moving.index(False)]
         extent = self.ranges[v]
-        self.alloc_array(L.Alloc(still.name + "_map", "i64", (extent,), L.Const(-1, "i64"), span=self.stmt.span))
+        membership = self.storage[drivers[moving.index(False)].tensor].const is not None
+        if membership:
+            words = L.Op("//", (L.Op("+", (extent, L.Const(63, "i64")), "i64"), L.Const(64, "i64")), "i64")
+            self.alloc_array(L.Alloc(still.name + "_bits", "i64", (words,), I64_ZERO, span=self.stmt.span))
+        else:
+            self.alloc_array(L.Alloc(still.name + "_map", "i64", (extent,), L.Const(-1, "i64"),
+                                     span=self.stmt.span))
         for state in ("_mlo", "_mhi"):
             self.alloc_array(L.Let(still.name + state, "i64", L.Const(-1, "i64"), span=self.stmt.span))
         # how often a key was found so far (hits over tries): a backend may branch or not on a hit by it
         for state in ("_hit", "_try"):
             self.alloc_array(L.Let(still.name + state, "i64", I64_ZERO, span=self.stmt.span))
-        return [still]
+        return [still], membership
 
     def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner, partials=()) -> None:
         """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk.
@@ -1223,6 +1313,12 @@ class Lowerer:
             stored = leaf.dtype
         else:
             array = self.storage[leaf.tensor].val
+            const = self.storage[leaf.tensor].const
+            if const is not None:
+                dt = stored or dtype
+                pres = TRUE if always else L.Var(cur.found)
+                return self.cast(L.Op("select", (pres, L.Const(const, dt), self.zero(dt)), dt)
+                                 if pres != TRUE else L.Const(const, dt), dtype, dt), pres
         pres = TRUE if always else L.Var(cur.found)
         load = L.Load(array, (L.Var(cur.pos),))
         val = load if always else L.Op("select", (pres, load, self.zero(stored or dtype)), stored or dtype)
@@ -1255,7 +1351,7 @@ class Lowerer:
             if s.kind == "bitmap":
                 pres = _and(pres, L.Load(s.mask, tuple(coords)))
                 pres = self.bind(pres, "bool", block, "w_has")
-            load = L.Load(s.val, tuple(coords))
+            load = L.Load(s.val, tuple(coords)) if s.const is None else L.Const(s.const, s.dtype)
             val = load if pres == TRUE else L.Op("select", (pres, load, self.zero(s.dtype)), s.dtype)
             return self.cast(val, e.dtype, s.dtype), pres
         row, col = coords
@@ -1266,7 +1362,8 @@ class Lowerer:
             found = L.Op("select", (pres, found, L.Const(-1, "i64")), "i64")
         at = self.bind(found, "i64", block, "w_at")
         has = L.Op(">=", (at, I64_ZERO), "bool")
-        val = L.Op("select", (has, L.Load(s.val, (at,)), self.zero(s.dtype)), s.dtype)
+        load = L.Load(s.val, (at,)) if s.const is None else L.Const(s.const, s.dtype)
+        val = L.Op("select", (has, load, self.zero(s.dtype)), s.dtype)
         return self.cast(val, e.dtype, s.dtype), has
 
     def binary(self, e: T.Binary, c: Ctx, block, need_value: bool):
@@ -1708,6 +1805,20 @@ def _reads_values(e: T.Expr) -> bool:
                 elif isinstance(m, (T.MaskAnd, T.MaskOr)):
                     stack.extend((m.lhs, m.rhs))
     return False
+
+
+def _varying(stmts) -> frozenset[str]:
+    """Names assigned more than once, accumulated into, or assigned inside a repeat."""
+    seen: set[str] = set()
+    out: set[str] = set()
+    for st in stmts:
+        if isinstance(st, T.Repeat):
+            out.update(a.target for a in _all_assigns(st.body))
+        elif isinstance(st, T.Assign):
+            if st.target in seen or st.op != "=":
+                out.add(st.target)
+            seen.add(st.target)
+    return frozenset(out)
 
 
 def _all_assigns(stmts):

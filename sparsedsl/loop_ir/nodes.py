@@ -140,6 +140,10 @@ class Iteration(Node):
     # invariant in the enclosing loop), and an entry counts only inside the current segment's bounds, so
     # stale entries need no clearing.
     lookups: tuple[Cursor, ...] = ()
+    # lookups that answer membership only (the body never reads the found positions: the segment's values are
+    # a constant): a bitmap of the segment's keys (``<name>_bits``, int64 words) stands for the map, small
+    # enough to stay in cache; refilling it clears the words of the previous segment first.
+    membership: bool = False
 
 
 # ---------------------------------------------------------------- statements
@@ -453,7 +457,8 @@ def free_names(body) -> set[str]:
                         used.add(cur.idx)
                         defined.update((cur.pos, cur.found))
                     for cur in it.lookups:
-                        used.update((cur.name + "_map", cur.name + "_mlo", cur.name + "_mhi"))
+                        used.update((cur.name + ("_bits" if it.membership else "_map"), cur.name + "_mlo",
+                                     cur.name + "_mhi"))
                     defined.add(v)
                     walk(bd)
                 case Workspace(name=n, width=wd):

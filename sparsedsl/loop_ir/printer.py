@@ -66,7 +66,8 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                 else:
                     how = f"{it.kind}(" + ", ".join(_cursor(c) for c in it.drivers) + ")"
                 if it.lookups:
-                    how += " lookup(" + ", ".join(_cursor(c) for c in it.lookups) + ")"
+                    how += (" member(" if it.membership else " lookup(") + ", ".join(_cursor(c) for c in it.lookups) \
+                        + ")"
                 if it.followers:
                     how += " follow(" + ", ".join(_cursor(c) for c in it.followers) + ")"
                 out.append(f"{pad}forall {v} in {how}:")

@@ -141,7 +141,7 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 if it.lookups and it.kind != "intersect":
                     problems.append(f"{where}: lookups need an intersect forall over {v}")
                 for c in it.lookups:
-                    for state in (c.name + "_map", c.name + "_mlo", c.name + "_mhi"):
+                    for state in (c.name + ("_bits" if it.membership else "_map"), c.name + "_mlo", c.name + "_mhi"):
                         if state not in scope:
                             problems.append(f"{where}: lookup {c.name} needs {state} declared")
                 for c in it.drivers + it.followers + it.lookups:
