@@ -285,3 +285,26 @@ def test_constant_values_are_not_loaded_and_changing_ones_are():
         got, want = prog.compile(target="numba")(A=A)["Y"], prog.compile(target="ref")(A=A)["Y"]
         np.testing.assert_array_equal(got.toarray(), want.toarray())
         assert got.nnz == want.nnz
+
+
+def test_rows_walked_by_a_lookup_loop_are_prefetched():
+    """Triangle counting walks L[j, :] for each j of L[i, :]: past PREFETCH_BYTES the row start of the key
+    some positions on, and a row pointer further on, are requested early; L's index array is int32. The count
+    equals scipy's above the threshold and below it."""
+    from sparsedsl.backends.numba import codegen
+
+    tri = sd.loads("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
+                   "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n", name="perf_tri_prefetch")
+    k = tri.compile(target="numba")
+    src = k.executable.source
+    assert "_prefetch_at(idx_L, ptr_L[" in src and "_prefetch_at(ptr_L, " in src
+    assert re.search(r"idx_L = np\.empty\(.*dtype=np\.int32 if", src)
+    for n, density in [(2200, 0.2), (300, 0.05)]:
+        rng = np.random.default_rng(n)
+        upper = sp.random_array((n, n), density=density, format="csr", rng=rng)
+        S = ((upper + upper.T) != 0).astype(bool).tocsr()
+        S.setdiag(False)
+        S.eliminate_zeros()
+        L = sp.tril(S, -1, format="csr").astype(np.int64)
+        assert (L.nnz * 4 > codegen.PREFETCH_BYTES) == (n > 300)
+        assert k(A=S)["t"] == int((L @ L.T).multiply(L).sum())

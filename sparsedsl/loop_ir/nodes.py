@@ -179,8 +179,8 @@ class Store(Stmt):
 class Alloc(Stmt):
     """A new array; ``fill`` None leaves it uninitialized (every element is written before it is read).
 
-    ``narrow``, on an i64 index array of an output: the array may be int32 instead when this value is below
-    2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are."""
+    ``narrow``, on an i64 index array of a sparse result: the array may be int32 instead when this value is
+    below 2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are."""
 
     name: str
     dtype: str
