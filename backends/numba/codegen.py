@@ -209,41 +209,34 @@ def _rbf16(x):
     return _round_to(x, 8, -133, 3.3895313892515355e38)
 
 
+def _prefetch_line(context, builder, aryty, ary, inds):
+    """LLVM's prefetch (read, keep in all levels) of the line holding ary[inds]: the address only, no bounds
+    check (a prefetch never faults)."""
+    ary = context.make_array(aryty)(context, builder, ary)
+    ptr = _cgutils.get_item_pointer2(context, builder, data=ary.data, shape=_cgutils.unpack_tuple(builder, ary.shape),
+                                     strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
+                                     inds=inds, wraparound=False, boundscheck=False)
+    i8p = _llvm_ir.IntType(8).as_pointer()
+    i32 = _llvm_ir.IntType(32)
+    fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
+                                          _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32]))
+    builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+    return context.get_dummy_value()
+
+
 @_intrinsic
 def _prefetch(typingctx, arr, i, j):
-    """Ask the cache for the line holding arr[i, j] (LLVM's prefetch: read, keep in all levels)."""
+    """Ask the cache for the line holding arr[i, j]."""
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = _cgutils.get_item_pointer2(context, builder, data=ary.data,
-                                         shape=_cgutils.unpack_tuple(builder, ary.shape),
-                                         strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
-                                         inds=[args[1], args[2]], wraparound=False, boundscheck=False)
-        i8p = _llvm_ir.IntType(8).as_pointer()
-        i32 = _llvm_ir.IntType(32)
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
-                                              _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32]))
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
+        return _prefetch_line(context, builder, signature.args[0], args[0], [args[1], args[2]])
     return _nbtypes.void(arr, i, j), codegen
 
 
 @_intrinsic
 def _prefetch_at(typingctx, arr, i):
-    """Ask the cache for the line holding arr[i] of a 1-D array (no bounds check: a prefetch never faults)."""
+    """Ask the cache for the line holding arr[i] of a 1-D array."""
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = _cgutils.get_item_pointer2(context, builder, data=ary.data,
-                                         shape=_cgutils.unpack_tuple(builder, ary.shape),
-                                         strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
-                                         inds=[args[1]], wraparound=False, boundscheck=False)
-        i8p = _llvm_ir.IntType(8).as_pointer()
-        i32 = _llvm_ir.IntType(32)
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
-                                              _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32]))
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
+        return _prefetch_line(context, builder, signature.args[0], args[0], [args[1]])
     return _nbtypes.void(arr, i), codegen
 
 
