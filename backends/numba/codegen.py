@@ -811,33 +811,30 @@ class Printer:
         over ``j`` of triangle counting) are requested the same way: the key's row start, and the row pointer
         of the key twice as far on (its load would be a cache miss too), when the index array outgrows L2.
         Triangles on R-MAT 2^16, with int32 intermediate indices: 64 -> 45 ms (best of 12)."""
-        self.prefetch_compressed(s, cur, d)
+        walks = _row_walks(s.body, s.var)
+        if walks:
+            n = self.key_ahead(cur, "rahead", [idx for _, idx in walks], d)
+            for ptr, idx in walks:
+                self.line(d + 1, f"_prefetch_at({idx}, {ptr}[{n}_k])")
+            self.line(d + 1, f"if {n} + {PREFETCH_AHEAD} < {cur.idx}.shape[0]:")
+            for ptr in dict.fromkeys(ptr for ptr, _ in walks):
+                self.line(d + 2, f"_prefetch_at({ptr}, {cur.idx}[{n} + {PREFETCH_AHEAD}])")
         rows = _row_gathers(s.body, s.var)
-        if not rows:
-            return
-        n = f"{cur.name}_ahead"
-        self.line(d, f"{n} = {cur.pos} + {PREFETCH_AHEAD}")
-        big = " or ".join(f"{a}.size * {a}.itemsize > {PREFETCH_BYTES}" for a in rows)
-        self.line(d, f"if {n} < {cur.idx}.shape[0] and ({big}):")
-        self.line(d + 1, f"{n} = np.int64({cur.idx}[{n}])")
-        for a in rows:
-            self.line(d + 1, f"for {cur.name}_line in range(0, {a}.shape[1], 64 // {a}.itemsize):")
-            self.line(d + 2, f"_prefetch({a}, {n}, {cur.name}_line)")
+        if rows:
+            n = self.key_ahead(cur, "ahead", rows, d)
+            for a in rows:
+                self.line(d + 1, f"for {cur.name}_line in range(0, {a}.shape[1], 64 // {a}.itemsize):")
+                self.line(d + 2, f"_prefetch({a}, {n}_k, {cur.name}_line)")
 
-    def prefetch_compressed(self, s: L.Forall, cur: L.Cursor, d: int) -> None:
-        rows = _row_walks(s.body, s.var)
-        if not rows:
-            return
-        n = f"{cur.name}_rahead"
-        big = " or ".join(f"{idx}.size * {idx}.itemsize > {PREFETCH_BYTES}" for _, idx in rows)
+    def key_ahead(self, cur: L.Cursor, tag: str, arrays: list[str], d: int) -> str:
+        """Open ``if`` the cursor's row has a key PREFETCH_AHEAD positions on and one of ``arrays`` is over
+        PREFETCH_BYTES; inside, ``<n>_k`` is that key. Returns ``n``, the position's name."""
+        n = f"{cur.name}_{tag}"
+        big = " or ".join(f"{a}.size * {a}.itemsize > {PREFETCH_BYTES}" for a in arrays)
         self.line(d, f"{n} = {cur.pos} + {PREFETCH_AHEAD}")
         self.line(d, f"if {n} < {cur.idx}.shape[0] and ({big}):")
         self.line(d + 1, f"{n}_k = np.int64({cur.idx}[{n}])")
-        for ptr, idx in rows:
-            self.line(d + 1, f"_prefetch_at({idx}, {ptr}[{n}_k])")
-        self.line(d + 1, f"if {n} + {PREFETCH_AHEAD} < {cur.idx}.shape[0]:")
-        for ptr in dict.fromkeys(ptr for ptr, _ in rows):
-            self.line(d + 2, f"_prefetch_at({ptr}, {cur.idx}[{n} + {PREFETCH_AHEAD}])")
+        return n
 
     def lookup_loop(self, s: L.Forall, d: int) -> None:
         """The loop over the driver's keys with each looked-up position and whether it was found."""
