@@ -1308,19 +1308,15 @@ class Lowerer:
         cur, always = c.cursors[leaf]
         if isinstance(leaf, TopKLeaf):
             return TRUE, TRUE if always else L.Var(cur.found)
+        const = None
         if isinstance(leaf, WsLeaf):
             array = leaf.ws + "_cval"
             stored = leaf.dtype
         else:
             array = self.storage[leaf.tensor].val
             const = self.storage[leaf.tensor].const
-            if const is not None:
-                dt = stored or dtype
-                pres = TRUE if always else L.Var(cur.found)
-                return self.cast(L.Op("select", (pres, L.Const(const, dt), self.zero(dt)), dt)
-                                 if pres != TRUE else L.Const(const, dt), dtype, dt), pres
         pres = TRUE if always else L.Var(cur.found)
-        load = L.Load(array, (L.Var(cur.pos),))
+        load = L.Load(array, (L.Var(cur.pos),)) if const is None else L.Const(const, stored or dtype)
         val = load if always else L.Op("select", (pres, load, self.zero(stored or dtype)), stored or dtype)
         return self.cast(val, dtype, stored or dtype), pres
 
