@@ -51,11 +51,11 @@ DENSE_WIDTH = 32768
 # and 1.17 / 1.37; ego-Facebook's 1.0 MB even; bcsstk13's 0.5 MB 0.80 / 0.61 (its rows are in L2 already, the
 # prefetches are pure cost).
 PREFETCH_AHEAD = 8
+PREFETCH_BYTES = 3 << 19
 # Innermost loops over a size parameter get a copy for each of these extents (fully unrolled by LLVM). 64, the
 # usual feature / head width, measured (same process, on / off): attention 1.82 / 2.09 ms on bcsstk13, 3.81 /
 # 4.27 on wiki-Vote; SpMM and SDDMM 2-10%. Each extent costs compile time (32 and 128 too: attention +2 s).
 VERSIONED_EXTENTS: tuple[int, ...] = (64,)
-PREFETCH_BYTES = 3 << 19
 
 PRELUDE = '''\
 import math
