@@ -14,7 +14,8 @@ Options: ``accumulator`` (dense | hash | sort | auto) overrides every ``accumula
 ``parallel`` (default True) distributes the outermost row loop over threads with ``prange`` — False gives
 serial kernels, which Numba compiles two to three times faster; ``reassoc`` (default True) lets
 float reductions use vector lanes (LLVM's ``reassoc`` flag only; False keeps every sum in source order);
-``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
+``jam`` (default True) runs a compressed walk around a dense loop several entries per step
+(``sparsedsl.loop_ir.jam``; False: one entry per step, for comparison); ``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
 
 Threading layer: the backend leaves Numba's choice (OpenMP where available) and sets no process-wide knob
 (``numba.config.THREADING_LAYER``, ``OMP_WAIT_POLICY``), since either would also change every other
@@ -78,8 +79,17 @@ def lower(program: T.Program, options: dict | None = None) -> L.Module:
     from sparsedsl.loop_ir.verify import verify_module
 
     module = lower_program(program, _lowering_options(options))
+    if (options or {}).get("jam", True):
+        module = _jam(module, program)[0]
     verify_module(module)
     return module
+
+
+def _jam(module: L.Module, program: T.Program) -> tuple[L.Module, list]:
+    """Unroll-and-jam of the compressed walks around dense loops (``sparsedsl.loop_ir.jam``)."""
+    from sparsedsl.loop_ir.jam import jam_module
+
+    return jam_module(module, {s.span: s.target for s in T.walk_assigns(program.body)})
 
 
 def decisions(program: T.Program, options: dict | None = None) -> list:
@@ -89,7 +99,9 @@ def decisions(program: T.Program, options: dict | None = None) -> list:
     from sparsedsl.loop_ir.lower import lower_with_notes
     from sparsedsl.passes.formats import Decision
 
-    _module, notes = lower_with_notes(program, _lowering_options(options))
+    module, notes = lower_with_notes(program, _lowering_options(options))
+    if (options or {}).get("jam", True):
+        notes = notes + _jam(module, program)[1]
     out: list = []
     for subject, kind, choice, reason, span in notes:
         made = Decision(subject, kind, choice, reason, span)

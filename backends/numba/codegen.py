@@ -708,12 +708,12 @@ class Printer:
                 for w in VERSIONED_EXTENTS:
                     self.line(d, f"{'if' if w == VERSIONED_EXTENTS[0] else 'elif'} {ext} == {w}:")
                     self.line(d + 1, f"for {v} in range({w}):")
-                    self.stmts(body, d + 2)
+                    self.loop_body(body, d + 2)
                 self.line(d, "else:")
                 d += 1
             self.line(d, f"for {v} in range({ext}):")
             followers(d + 1)
-            self.stmts(body, d + 1)
+            self.loop_body(body, d + 1)
             return
         drivers = it.drivers
         for cur in it.lookups:
@@ -754,7 +754,10 @@ class Printer:
             return
         if it.kind == "intersect" and len(drivers) == 1:
             (cur,) = drivers
-            self.line(d, f"for {cur.pos} in range({self.expr(cur.start)}, {self.expr(cur.stop)}):")
+            start = self.expr(cur.start)
+            if s.jam is not None:
+                start = self.jammed(s, cur, d)
+            self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
             if self.identity_keys(cur.idx):
                 # a compacted range workspace lists every key in order: the position is the key
                 self.line(d + 1, f"{v} = {cur.pos}")
@@ -800,6 +803,44 @@ class Printer:
         for c in drivers:
             self.line(d + 1, f"if {c.found}:")
             self.line(d + 2, f"{c.pos} += 1")
+
+    def loop_body(self, body, d: int) -> None:
+        """A dense loop's body, printed with the workspace modes it starts with (an accumulation in mode
+        ``first`` switches its workspace to ``combine`` for the rest of the body)."""
+        modes = dict(self.ws_mode)
+        self.stmts(body, d)
+        self.ws_mode.clear()
+        self.ws_mode.update(modes)
+
+    def jammed(self, s: L.Forall, cur: L.Cursor, d: int) -> str:
+        """The steps of ``s.jam.factor`` consecutive positions of the cursor's segment; returns the first
+        position left for the one-at-a-time loop that follows."""
+        n = s.jam.factor
+        q, e = f"{cur.name}_q", f"{cur.name}_e"
+        self.line(d, f"{q} = np.int64({self.expr(cur.start)})")
+        self.line(d, f"{e} = np.int64({self.expr(cur.stop)})")
+        self.line(d, f"while {q} + {n} <= {e}:")
+        identity = self.identity_keys(cur.idx)
+        for u in range(n):
+            pos, var = L.Jam.copy_name(cur.pos, u), L.Jam.copy_name(s.var, u)
+            self.line(d + 1, f"{pos} = {q} + {u}")
+            self.line(d + 1, f"{var} = {pos}" if identity else f"{var} = np.int64({cur.idx}[{pos}])")
+            self.line(d + 1, f"{L.Jam.copy_name(cur.found, u)} = True")
+        rows = [] if identity else _row_gathers(s.body, s.var)
+        if rows:
+            # the keys PREFETCH_AHEAD positions on, one step's worth (see prefetch_rows)
+            a = f"{cur.name}_ahead"
+            big = " or ".join(f"{x}.size * {x}.itemsize > {PREFETCH_BYTES}" for x in rows)
+            self.line(d + 1, f"{a} = {q} + {PREFETCH_AHEAD}")
+            self.line(d + 1, f"if {a} + {n} <= {cur.idx}.shape[0] and ({big}):")
+            self.line(d + 2, f"for {a}_t in range({a}, {a} + {n}):")
+            self.line(d + 3, f"{a}_k = np.int64({cur.idx}[{a}_t])")
+            for x in rows:
+                self.line(d + 3, f"for {cur.name}_line in range(0, {x}.shape[1], 64 // {x}.itemsize):")
+                self.line(d + 4, f"_prefetch({x}, {a}_k, {cur.name}_line)")
+        self.stmts(s.jam.body, d + 1)
+        self.line(d + 1, f"{q} += {n}")
+        return q
 
     def prefetch_rows(self, s: L.Forall, cur: L.Cursor, d: int) -> None:
         """Rows of dense matrices that the body reads at this loop's key (``X[j, f]`` in SpMM, ``K[j, d]`` in
@@ -1022,7 +1063,10 @@ class Printer:
             if s.value is None:
                 return
             if self.ws_mode.get(w) == "first":
+                # the loop's first contribution stores; any later one in the same body (the copies of a
+                # jammed step) combines with it. The dense loop restores the mode for its next copy.
                 self.line(d, f"{w}_val[{w}_k] = {w}_v")
+                self.ws_mode[w] = "combine"
                 return
             if self.ws_mode.get(w) == "combine":
                 self.line(d, f"{w}_val[{w}_k] = {combine(s.op, f'{w}_val[{w}_k]', f'{w}_v', ws.dtype)}")
@@ -1184,16 +1228,19 @@ class Printer:
 
 
 def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
-    """Accumulate values of a loop body made only of accumulations, with each largest operation that does
-    not read the loop variable (or a follower's position) replaced by a name computed before the loop."""
+    """Accumulate values of a loop body made only of accumulations, with each largest operation or load
+    that does not read the loop variable (or a follower's position) replaced by a name computed before the
+    loop."""
     if not body or not all(isinstance(b, L.Accumulate) and b.value is not None for b in body):
         return body, []
     moving = {var} | {c.pos for c in followers} | {c.found for c in followers}
     hoisted: list[tuple[str, L.Expr]] = []
 
     def visit(e: L.Expr) -> L.Expr:
-        if isinstance(e, L.Op) and e.op not in ("select",) and not (L.expr_names(e) & moving) \
-                and any(isinstance(x, L.Op) for x in _ops(e)):
+        # a load too (SpMM's A[i, j]: the body writes only its workspace, so the load cannot change along
+        # the loop, and LLVM, not knowing that, would repeat it at every step)
+        if ((isinstance(e, L.Op) and e.op not in ("select",)) or isinstance(e, L.Load)) \
+                and not (L.expr_names(e) & moving):
             name = f"{body[0].ws}_inv{len(hoisted)}"
             hoisted.append((name, e))
             return L.Var(name)

@@ -208,12 +208,29 @@ class For(Stmt):
 
 
 @dataclass(frozen=True)
+class Jam(Node):
+    """``factor`` consecutive coordinates of a single-cursor ``Forall`` run at once (unroll-and-jam, set by
+    ``sparsedsl.loop_ir.jam``). ``body`` does the work of ``factor`` iterations: it reads copy ``u``'s
+    coordinate as ``<var>_u<u>`` and its cursor position as ``<pos>_u<u>``. The coordinates left over at the
+    end of a segment (fewer than ``factor``) run the ``Forall``'s own body."""
+
+    factor: int
+    body: tuple[Stmt, ...]
+
+    @staticmethod
+    def copy_name(name: str, u: int) -> str:
+        return f"{name}_u{u}"
+
+
+@dataclass(frozen=True)
 class Forall(Stmt):
-    """A loop over the coordinates of index variable ``var`` (see ``Iteration``)."""
+    """A loop over the coordinates of index variable ``var`` (see ``Iteration``); ``jam`` (None: one
+    coordinate at a time) runs several coordinates per step."""
 
     var: str
     iteration: Iteration
     body: tuple[Stmt, ...]
+    jam: Jam | None = None
 
 
 # "range": every contribution to a row covers the whole key range (the loop over the key is dense and
@@ -461,6 +478,11 @@ def free_names(body) -> set[str]:
                                      cur.name + "_mhi"))
                     defined.add(v)
                     walk(bd)
+                    if s.jam is not None:
+                        cursors = it.drivers
+                        defined.update(Jam.copy_name(x, u) for u in range(s.jam.factor)
+                                       for x in (v, *(c.pos for c in cursors), *(c.found for c in cursors)))
+                        walk(s.jam.body)
                 case Workspace(name=n, width=wd):
                     expr(wd)
                     defined.update(workspace_arrays(n))

@@ -72,6 +72,10 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                     how += " follow(" + ", ".join(_cursor(c) for c in it.followers) + ")"
                 out.append(f"{pad}forall {v} in {how}:")
                 out.extend(format_stmts(bd, depth + 1))
+                if s.jam is not None:
+                    # the steps of several entries come first; the body above runs the entries left over
+                    out.append(f"{pad}  jammed, {s.jam.factor} entries per step ({v}_u0 ...):")
+                    out.extend(format_stmts(s.jam.body, depth + 2))
             case L.Workspace(name=n, kind=k, dtype=dt, width=w):
                 out.append(f"{pad}workspace {n}: {k}<{dt}>[{format_expr(w)}]")
             case L.Reset(ws=w, flops=f):

@@ -151,6 +151,13 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                         problems.append(f"{where}: cursor {c.name} walks undefined {c.idx}")
                     inner |= {c.pos, c.found}
                 _check_stmts(bd, inner, set(workspaces), problems, where)
+                if s.jam is not None:
+                    if it.kind != "intersect" or len(it.drivers) != 1 or it.followers or it.lookups:
+                        problems.append(f"{where}: a jammed forall over {v} must walk one cursor")
+                    (cur,) = it.drivers[:1] or (None,)
+                    copies = {L.Jam.copy_name(x, u) for u in range(s.jam.factor)
+                              for x in (v, *((cur.pos, cur.found) if cur else ()))}
+                    _check_stmts(s.jam.body, set(scope) | copies, set(workspaces), problems, where)
             case L.Workspace(name=n, kind=k, dtype=dt, width=w):
                 if k not in L.WORKSPACE_KINDS:
                     problems.append(f"{where}: unknown workspace kind {k}")
