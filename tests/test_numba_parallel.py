@@ -107,10 +107,14 @@ def test_triangles_look_up_without_a_branch():
     text = ("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
             "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n")
     src = sd.loads(text, name="par_tri_sel").compile(target="numba").executable.source
-    # while keys are found often, the update is computed and its identity combined on a miss, with no branch
-    # on whether the key was in the map; rarely, the branch is kept
+    # the update is computed and its identity combined on a miss, with no branch on whether the key is in the
+    # row's bitmap (a miss loads nothing else), and no hit rate kept
     assert "(w_acc_1_upd if w_c_3_f else 0)" in src and "w_has_1 = w_has_1 | w_c_3_f" in src
-    assert "if w_c_3_hit * 2 >= w_c_3_try:" in src and src.count("if w_c_3_f:") == 1
+    assert "if w_c_3_f:" not in src and "_hit" not in src
+    # a looked-up row whose values are read (a map of positions) keeps both versions, chosen by the hit rate
+    weighted = text.replace("csr<bool>", "csr<f64>").replace("i64(A[i, j])", "A[i, j]").replace("i64", "f64")
+    wsrc = sd.loads(weighted, name="par_tri_sel_w").compile(target="numba").executable.source
+    assert "if w_c_3_hit * 2 >= w_c_3_try:" in wsrc and wsrc.count("if w_c_3_f:") == 1
 
 
 def test_masked_dot_products_by_lookup_keep_only_hits():

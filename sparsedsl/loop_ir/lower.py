@@ -895,9 +895,11 @@ class Lowerer:
                                      span=self.stmt.span))
         for state in ("_mlo", "_mhi"):
             self.alloc_array(L.Let(still.name + state, "i64", L.Const(-1, "i64"), span=self.stmt.span))
-        # how often a key was found so far (hits over tries): a backend may branch or not on a hit by it
-        for state in ("_hit", "_try"):
-            self.alloc_array(L.Let(still.name + state, "i64", I64_ZERO, span=self.stmt.span))
+        if not membership:
+            # how often a key was found so far (hits over tries): a backend may branch or not on a hit by it
+            # (a membership test loads nothing at a miss, so it needs no such choice)
+            for state in ("_hit", "_try"):
+                self.alloc_array(L.Let(still.name + state, "i64", I64_ZERO, span=self.stmt.span))
         return [still], membership
 
     def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner, partials=()) -> None:
