@@ -62,19 +62,7 @@ def _module(text: str, **options) -> L.Module:
 
 
 def _jammed(module: L.Module) -> list[L.Forall]:
-    out = []
-
-    def walk(stmts):
-        for s in stmts:
-            if isinstance(s, L.Forall) and s.jam is not None:
-                out.append(s)
-            for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
-                if isinstance(child, tuple):
-                    walk(child)
-
-    for k in module.kernels:
-        walk(k.body)
-    return out
+    return [s for k in module.kernels for s in L.walk_stmts(k.body) if isinstance(s, L.Forall) and s.jam is not None]
 
 
 # ---------------------------------------------------------------- where it applies

@@ -521,7 +521,7 @@ class Printer:
                     self.stmt(s, depth)
                     array, index = row
                     self.line(depth, f"{s.ws}_val = {array}[{', '.join(self.expr(x) for x in index)}]")
-                    ops = {a.op for a in _all_stmts(body[i + 1:end]) if isinstance(a, L.Accumulate) and a.ws == s.ws}
+                    ops = {a.op for a in L.walk_stmts(body[i + 1:end]) if isinstance(a, L.Accumulate) and a.ws == s.ws}
                     ws = self.ws_kind[s.ws]
                     fill = self.fills.get(array)
                     ident = _identity_const(ops.pop(), ws.dtype) if len(ops) == 1 and isinstance(fill, L.Const) \
@@ -565,7 +565,7 @@ class Printer:
         reset, rest = run[0], run[1:]
         self.reset(reset, d)
         if ws in self.unordered and not any(isinstance(a, L.Accumulate) and a.value is not None
-                                            for a in _all_stmts(rest)):
+                                            for a in L.walk_stmts(rest)):
             # a row that is only counted and whose work reaches a quarter of the width: a flag byte per key,
             # set with no test, then summed in one vectorized pass (a third faster on ego-Facebook's rows)
             def dense(depth: int) -> None:
@@ -701,7 +701,8 @@ class Printer:
                     self.line(d, f"{name} = {self.expr(e)}")
             ext = self.expr(it.extent)
             if (VERSIONED_EXTENTS and not it.followers and isinstance(it.extent, L.Var)
-                    and it.extent.name.startswith("n_") and not any(isinstance(b, L.Forall) for b in _all_stmts(body))):
+                    and it.extent.name.startswith("n_")
+                    and not any(isinstance(b, L.Forall) for b in L.walk_stmts(body))):
                 # an innermost loop over a size known only at run time: LLVM vectorizes it with a remainder and
                 # loop control that a short row (64 features) pays in full; a copy for a common extent lets it
                 # unroll completely
@@ -1266,9 +1267,9 @@ def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
 
 def _row_gathers(body, var: str) -> list[str]:
     """The 2-D arrays that ``body`` loads at ``[var, <a dense loop's variable>]``, in order of appearance."""
-    dense_vars = {b.var for b in _all_stmts(body) if isinstance(b, L.Forall) and b.iteration.kind == "dense"}
+    dense_vars = {b.var for b in L.walk_stmts(body) if isinstance(b, L.Forall) and b.iteration.kind == "dense"}
     found: list[str] = []
-    for st in _all_stmts(body):
+    for st in L.walk_stmts(body):
         for f in dataclasses.fields(st):
             value = getattr(st, f.name)
             for root in (value if isinstance(value, tuple) else (value,)):
@@ -1287,7 +1288,7 @@ def _row_walks(body, var: str) -> list[tuple[str, str]]:
     Only lookup loops: they do so little per key that the next row's cache miss is not hidden behind the work
     (SpGEMM's rows, whose keys are accumulated, measured the same with and without: R-MAT 2^16 805 / 836 ms)."""
     found: list[tuple[str, str]] = []
-    for st in _all_stmts(body):
+    for st in L.walk_stmts(body):
         if isinstance(st, L.Forall) and st.iteration.lookups:
             it = st.iteration
             for c in it.drivers + it.followers + it.lookups:
@@ -1338,14 +1339,6 @@ def _identity_const(op: str, dtype: str) -> str | None:
         info = np.iinfo(NP_TYPE[dtype].replace("np.", ""))
         value = {"sum": 0, "count": 0, "prod": 1, "max": int(info.min), "min": int(info.max)}.get(op)
     return None if value is None else const(value, dtype)
-
-
-def _all_stmts(stmts):
-    for s in stmts:
-        yield s
-        for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
-            if isinstance(child, tuple):
-                yield from _all_stmts(child)
 
 
 def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
@@ -1454,7 +1447,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     if header:
         for line in header.splitlines():
             p.line(0, "# " + line)
-    p.fills = {a.name: a.fill for a in _all_stmts(module.host) if isinstance(a, L.Alloc) and a.fill is not None}
+    p.fills = {a.name: a.fill for a in L.walk_stmts(module.host) if isinstance(a, L.Alloc) and a.fill is not None}
     prelude_at = len(p.lines)
     p.lines.append(PRELUDE)
     flags = "{'reassoc'}" if reassoc else "False"
@@ -1496,7 +1489,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     # read here, not inside a kernel: a kernel calling numba.get_num_threads() cannot be cached
     p.line(1, "nthreads = numba.get_num_threads()")
     p.stmts(module.host, 1)
-    narrowed = {a.name for a in _all_stmts(module.host) if isinstance(a, L.Alloc) and a.narrow is not None}
+    narrowed = {a.name for a in L.walk_stmts(module.host) if isinstance(a, L.Alloc) and a.narrow is not None}
 
     def arrays(r: L.Result) -> list[str]:
         if r.kind == "csr" and r.arrays[1] in narrowed:

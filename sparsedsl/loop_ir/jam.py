@@ -50,7 +50,7 @@ def jam_module(module: L.Module, targets: dict | None = None) -> tuple[L.Module,
     notes: list[tuple] = []
     kernels = []
     for k in module.kernels:
-        kinds = {s.name: s.kind for s in _walk(k.body) if isinstance(s, L.Workspace)}
+        kinds = {s.name: s.kind for s in L.walk_stmts(k.body) if isinstance(s, L.Workspace)}
         kernels.append(replace(k, body=_visit(k.body, kinds, notes, targets or {})))
     return replace(module, kernels=tuple(kernels)), notes
 
@@ -67,7 +67,7 @@ def _visit(body, kinds: dict, notes: list, targets: dict) -> tuple:
             jammed = jam_forall(s, kinds)
             if jammed is not None:
                 s = jammed
-                inner = next(b for b in _walk(s.body) if isinstance(b, L.Forall))
+                inner = next(b for b in L.walk_stmts(s.body) if isinstance(b, L.Forall))
                 notes.append((targets.get(s.span, "?"), "unroll-and-jam", f"{FACTOR} entries of '{_user(s.var)}' "
                               f"per step",
                               f"the loop over '{_user(inner.var)}' runs once for {FACTOR} entries: what does not "
@@ -89,10 +89,10 @@ def jam_forall(s: L.Forall, kinds: dict) -> L.Forall | None:
     pre, guard, inner, tail = split
     (cur,) = it.drivers
     lets = {p.name for p in pre}
-    local = {s.var, cur.pos, cur.found} | lets | {t.name for t in _walk(tail) if isinstance(t, L.Let)}
+    local = {s.var, cur.pos, cur.found} | lets | {t.name for t in L.walk_stmts(tail) if isinstance(t, L.Let)}
     if not _inner_ok(inner, lets - {guard}, local, kinds):
         return None
-    if any(isinstance(t, (L.For, L.Forall, L.Workspace, L.Reset, L.Compact, L.TopKSelect)) for t in _walk(tail)):
+    if any(isinstance(t, (L.For, L.Forall, L.Workspace, L.Reset, L.Compact, L.TopKSelect)) for t in L.walk_stmts(tail)):
         return None
     if guard is not None:
         defining = next(p for p in pre if p.name == guard)
@@ -191,7 +191,7 @@ def _reads(inner: L.Forall) -> set:
 def _written(stmts) -> set:
     """Names the statements assign: locals set, arrays stored into, workspaces accumulated into."""
     out = set()
-    for t in _walk(stmts):
+    for t in L.walk_stmts(stmts):
         if isinstance(t, (L.Let, L.Set)):
             out.add(t.name)
         elif isinstance(t, L.Store):
@@ -199,14 +199,6 @@ def _written(stmts) -> set:
         elif isinstance(t, L.Accumulate):
             out |= set(L.workspace_arrays(t.ws))
     return out
-
-
-def _walk(stmts):
-    for s in stmts:
-        yield s
-        for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
-            if isinstance(child, tuple):
-                yield from _walk(child)
 
 
 def _rename_expr(e: L.Expr, names: dict) -> L.Expr:

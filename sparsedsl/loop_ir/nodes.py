@@ -427,6 +427,16 @@ def workspace_arrays(name: str) -> tuple[str, ...]:
                                      "_skey", "_sval", "_first"))
 
 
+def walk_stmts(stmts):
+    """Every statement of ``stmts`` and, depth first, of the bodies and branches nested in them (a ``Forall``'s
+    ``jam`` body excluded: it repeats its ``body``)."""
+    for s in stmts:
+        yield s
+        for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
+            if isinstance(child, tuple):
+                yield from walk_stmts(child)
+
+
 def free_names(body) -> set[str]:
     """Names a statement list reads or writes that it does not define itself (a kernel's parameters)."""
     defined: set[str] = set()
