@@ -831,14 +831,11 @@ class Printer:
         if rows:
             # the keys PREFETCH_AHEAD positions on, one step's worth (see prefetch_rows)
             a = f"{cur.name}_ahead"
-            big = " or ".join(f"{x}.size * {x}.itemsize > {PREFETCH_BYTES}" for x in rows)
             self.line(d + 1, f"{a} = {q} + {PREFETCH_AHEAD}")
-            self.line(d + 1, f"if {a} + {n} <= {cur.idx}.shape[0] and ({big}):")
+            self.line(d + 1, f"if {a} + {n} <= {cur.idx}.shape[0] and ({_past_l2(rows)}):")
             self.line(d + 2, f"for {a}_t in range({a}, {a} + {n}):")
             self.line(d + 3, f"{a}_k = np.int64({cur.idx}[{a}_t])")
-            for x in rows:
-                self.line(d + 3, f"for {cur.name}_line in range(0, {x}.shape[1], 64 // {x}.itemsize):")
-                self.line(d + 4, f"_prefetch({x}, {a}_k, {cur.name}_line)")
+            self.prefetch_lines(cur, rows, f"{a}_k", d + 3)
         self.stmts(s.jam.body, d + 1)
         self.line(d + 1, f"{q} += {n}")
         return q
@@ -864,17 +861,20 @@ class Printer:
         rows = _row_gathers(s.body, s.var)
         if rows:
             n = self.key_ahead(cur, "ahead", rows, d)
-            for a in rows:
-                self.line(d + 1, f"for {cur.name}_line in range(0, {a}.shape[1], 64 // {a}.itemsize):")
-                self.line(d + 2, f"_prefetch({a}, {n}_k, {cur.name}_line)")
+            self.prefetch_lines(cur, rows, f"{n}_k", d + 1)
+
+    def prefetch_lines(self, cur: L.Cursor, rows: list[str], key: str, d: int) -> None:
+        """Request every cache line of row ``key`` of each 2-D array in ``rows``."""
+        for a in rows:
+            self.line(d, f"for {cur.name}_line in range(0, {a}.shape[1], 64 // {a}.itemsize):")
+            self.line(d + 1, f"_prefetch({a}, {key}, {cur.name}_line)")
 
     def key_ahead(self, cur: L.Cursor, tag: str, arrays: list[str], d: int) -> str:
         """Open ``if`` the cursor's row has a key PREFETCH_AHEAD positions on and one of ``arrays`` is over
         PREFETCH_BYTES; inside, ``<n>_k`` is that key. Returns ``n``, the position's name."""
         n = f"{cur.name}_{tag}"
-        big = " or ".join(f"{a}.size * {a}.itemsize > {PREFETCH_BYTES}" for a in arrays)
         self.line(d, f"{n} = {cur.pos} + {PREFETCH_AHEAD}")
-        self.line(d, f"if {n} < {cur.idx}.shape[0] and ({big}):")
+        self.line(d, f"if {n} < {cur.idx}.shape[0] and ({_past_l2(arrays)}):")
         self.line(d + 1, f"{n}_k = np.int64({cur.idx}[{n}])")
         return n
 
@@ -1263,6 +1263,11 @@ def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
 
     out = [replace(b, value=visit(b.value)) for b in body]
     return (out, hoisted) if hoisted else (body, [])
+
+
+def _past_l2(arrays: list[str]) -> str:
+    """The run-time test that one of ``arrays`` is over PREFETCH_BYTES (prefetching pays only past L2)."""
+    return " or ".join(f"{a}.size * {a}.itemsize > {PREFETCH_BYTES}" for a in arrays)
 
 
 def _row_gathers(body, var: str) -> list[str]:

@@ -204,7 +204,7 @@ def _written(stmts) -> set:
 def _rename_expr(e: L.Expr, names: dict) -> L.Expr:
     match e:
         case L.Var(name=n):
-            return L.Var(names.get(n, n)) if n in names else e
+            return L.Var(names[n]) if n in names else e
         case L.Load(index=ix):
             return replace(e, index=tuple(_rename_expr(x, names) for x in ix))
         case L.Op(args=args):
