@@ -82,6 +82,38 @@ def test_rows_are_cut_by_work_not_by_count(tmp_path):
     np.testing.assert_allclose(kernel(A=A, X=X)["Y"], A @ X, rtol=1e-12)
 
 
+def test_chunks_are_claimed_and_the_answer_does_not_depend_on_which_thread_ran_them():
+    """The threads take chunks of rows from a shared counter (a faster core takes more): per-chunk partial sums
+    are still combined in chunk order, so repeated calls agree bit for bit, and per-thread workspaces carried
+    from one chunk to the next leave no trace in a product."""
+    import numba
+
+    total = sd.loads("input A: csr<f64>[N, N]\noutput t: f64\nt = sum[i, j] A[i, j]\n",
+                     name="par_claim_sum").compile(target="numba")
+    product = sd.loads("input A: csr<f64>[N, N]\noutput C: csr<f64>[N, N]\nC[i, j] = sum[k] A[i, k] * A[k, j]\n",
+                       name="par_claim_spgemm").compile(target="numba")
+    assert "_claim(" in total.executable.source and "_claim(" in product.executable.source
+    # power-law rows: a few heavy rows among many light ones, so chunks differ in cost
+    rng = np.random.default_rng(7)
+    n = 3000
+    degrees = np.minimum(rng.zipf(1.6, n), n)
+    rows = np.repeat(np.arange(n), degrees)
+    A = sp.csr_array((rng.standard_normal(rows.size), (rows, rng.integers(0, n, rows.size))), shape=(n, n))
+    A.sum_duplicates()
+    first = total(A=A)["t"]
+    assert all(total(A=A)["t"] == first for _ in range(20))
+    np.testing.assert_allclose(first, A.data.sum(), rtol=1e-12)
+    want = (A @ A).toarray()
+    threads = numba.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            numba.set_num_threads(t)
+            for _ in range(3):
+                np.testing.assert_allclose(product(A=A)["C"].toarray(), want, rtol=1e-12, atol=1e-12)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def test_triangles_look_up_the_outer_row():
     """L's values are all 1 (a cast of a bool pattern), so the outer row is looked up in a bitmap of its keys;
     with values read (W's weights), in a map to their positions. Both count networkx's triangles, on graphs

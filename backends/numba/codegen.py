@@ -240,6 +240,16 @@ def _prefetch_at(typingctx, arr, i):
     return _nbtypes.void(arr, i), codegen
 
 
+@_intrinsic
+def _claim(typingctx, counter):
+    """Atomically add 1 to counter[0] (an int64 array) and return its previous value: the next unclaimed
+    iteration of a parallel loop."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, _llvm_ir.Constant(_llvm_ir.IntType(64), 1), "monotonic")
+    return _nbtypes.int64(counter), codegen
+
+
 @numba.njit(**_JIT)
 def _bit_sort(keys, n, bits, top):
     """Sort the n distinct keys[0:n] of [0, 64 * len(bits)) in place through a two-level bitmap: set a bit per
@@ -618,10 +628,14 @@ class Printer:
                 if o:
                     self.line(d, "else:")
                     self.stmts(o, d + 1)
-            case L.For(var=v, start=a, stop=b, body=bd, parallel=par):
-                rng = "prange" if par else "range"
-                self.line(d, f"for {v} in {rng}({self.expr(a)}, {self.expr(b)}):")
-                self.stmts(bd, d + 1)
+            case L.For(var=v, start=a, stop=b, body=bd, parallel=par, setup=su):
+                if par:
+                    self.claimed(s, d)
+                else:
+                    if su:
+                        self.stmts(su, d)
+                    self.line(d, f"for {v} in range({self.expr(a)}, {self.expr(b)}):")
+                    self.stmts(bd, d + 1)
             case L.Forall():
                 self.forall(s, d)
             case L.Workspace():
@@ -862,6 +876,23 @@ class Printer:
         if rows:
             n = self.key_ahead(cur, "ahead", rows, d)
             self.prefetch_lines(cur, rows, f"{n}_k", d + 1)
+
+    def claimed(self, s: L.For, d: int) -> None:
+        """A parallel loop as one task per thread (``prange`` over the threads), each running the setup once and
+        then taking iterations from a shared counter until none is left: a thread that is faster, or has
+        drawn lighter iterations, takes more of them (numba's ``prange`` splits iterations evenly up front)."""
+        start, stop = self.expr(s.start), self.expr(s.stop)
+        nxt = f"{s.var}_next"
+        self.line(d, f"{nxt} = np.zeros(1, dtype=np.int64)")
+        # (nthreads is a parameter of every kernel with a parallel loop, checked by the verifier; calling
+        # numba.get_num_threads() here would make Numba refuse to cache the kernel)
+        self.line(d, f"for {s.var}_thread in prange(0, max(min(nthreads, {stop} - {start}), 0)):")
+        self.stmts(s.setup, d + 1)
+        self.line(d + 1, "while True:")
+        self.line(d + 2, f"{s.var} = {start} + _claim({nxt})")
+        self.line(d + 2, f"if {s.var} >= {stop}:")
+        self.line(d + 3, "break")
+        self.stmts(s.body, d + 2)
 
     def prefetch_lines(self, cur: L.Cursor, rows: list[str], key: str, d: int) -> None:
         """Request every cache line of row ``key`` of each 2-D array in ``rows``."""

@@ -61,7 +61,7 @@ def _visit(body, kinds: dict, notes: list, targets: dict) -> tuple:
         if isinstance(s, L.If):
             s = replace(s, then=_visit(s.then, kinds, notes, targets), orelse=_visit(s.orelse, kinds, notes, targets))
         elif isinstance(s, L.For):
-            s = replace(s, body=_visit(s.body, kinds, notes, targets))
+            s = replace(s, setup=_visit(s.setup, kinds, notes, targets), body=_visit(s.body, kinds, notes, targets))
         elif isinstance(s, L.Forall):
             s = replace(s, body=_visit(s.body, kinds, notes, targets))
             jammed = jam_forall(s, kinds)

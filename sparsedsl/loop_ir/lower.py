@@ -41,8 +41,9 @@ SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
 # reductions a keyed workspace can accumulate (the others are evaluated at each output coordinate)
 WORKSPACE_REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "count")
 ACCUMULATORS = ("dense", "hash", "sort", "auto")
-# rows per block of the outermost parallel loop (see Lowerer.chunked)
+# rows per block of the outermost parallel loop, and chunks of rows per thread (see Lowerer.chunked)
 CHUNK_BLOCK = 16
+CHUNKS_PER_THREAD = 16
 # storage kinds from the least to the most general: a name assigned several times (a repeat's carried
 # name, an accumulation) takes the most general kind any of its assignments needs
 _GENERALITY = {"scalar": 0, "oscalar": 1, "dense": 0, "bitmap": 1, "csr": 1}
@@ -903,7 +904,9 @@ class Lowerer:
         return [still], membership
 
     def chunked(self, v: str, c: Ctx, block: list[L.Stmt], inner, partials=()) -> None:
-        """The outermost dense level: chunks of rows distributed over threads, workspaces per chunk.
+        """The outermost dense level: chunks of rows that the threads claim one at a time (``L.For``'s dynamic
+        scheduling), ``CHUNKS_PER_THREAD`` per thread so that a faster thread can take more of them, with
+        workspaces allocated once per thread.
 
         Where the rows walk compressed rows, a chunk is a contiguous range of rows of equal work (``row_split``
         over the row pointers: a row weighs 1 plus its stored entries): on power-law and banded matrices the
@@ -927,7 +930,7 @@ class Lowerer:
         block.append(L.Let(nblocks, "i64", L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"),
                                                         width), "i64")))
         block.append(L.Let(nchunks, "i64", L.Op("max2", (L.Op("min2", (L.Var(nblocks), L.Op(
-            "*", (L.Const(4, "i64"), L.Var("nthreads")), "i64")), "i64"), I64_ONE), "i64")))
+            "*", (L.Const(CHUNKS_PER_THREAD, "i64"), L.Var("nthreads")), "i64")), "i64"), I64_ONE), "i64")))
         saved = self._prologue
         self._prologue = []
         rows: list[L.Stmt] = []
@@ -961,8 +964,9 @@ class Lowerer:
         fini = [L.Store(part, (L.Var(chunk),), L.Var(name)) for part, (name, *_rest) in zip(parts, partials)]
         for part, (_name, dt, _ident, _op) in zip(parts, partials):
             block.append(L.Alloc(part, dt, (L.Var(nchunks),), span=self.stmt.span))
-        chunk_body = (*prologue, *init, L.For(t, I64_ZERO, count, blocks_body), *fini)
-        block.append(L.For(chunk, I64_ZERO, L.Var(nchunks), chunk_body, parallel=parallel, span=self.stmt.span))
+        chunk_body = (*init, L.For(t, I64_ZERO, count, blocks_body), *fini)
+        block.append(L.For(chunk, I64_ZERO, L.Var(nchunks), chunk_body, parallel=parallel, setup=tuple(prologue),
+                           span=self.stmt.span))
         if partials:
             total = self.names.fresh("w_part")
             merge = []
@@ -1780,7 +1784,10 @@ def _all_stmts(stmts):
     for s in stmts:
         yield s
         match s:
-            case L.Forall(body=bd) | L.For(body=bd):
+            case L.For(setup=su, body=bd):
+                yield from _all_stmts(su)
+                yield from _all_stmts(bd)
+            case L.Forall(body=bd):
                 yield from _all_stmts(bd)
             case L.If(then=t, orelse=o):
                 yield from _all_stmts(t)

@@ -198,13 +198,21 @@ class If(Stmt):
 
 @dataclass(frozen=True)
 class For(Stmt):
-    """A counted loop ``for var in range(start, stop)``; ``parallel`` distributes it over threads."""
+    """A counted loop ``for var in range(start, stop)``; ``parallel`` distributes it over threads.
+
+    A parallel loop's iterations are claimed one at a time by the threads from a shared counter (dynamic
+    scheduling), not split into equal halves up front: the iterations' work is only estimated, and cores are
+    not equally fast (a virtual machine's second core can run at two thirds of the first's speed while another
+    guest uses it). So an iteration must not depend on which thread runs it or on the order of iterations.
+    ``setup`` runs once per thread before its first iteration (serially: once before the loop); what it
+    defines (per-thread workspaces) carries from one iteration to the next on that thread."""
 
     var: str
     start: Expr
     stop: Expr
     body: tuple[Stmt, ...]
     parallel: bool = False
+    setup: tuple[Stmt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -432,7 +440,8 @@ def walk_stmts(stmts):
     ``jam`` body excluded: it repeats its ``body``)."""
     for s in stmts:
         yield s
-        for child in (getattr(s, "body", ()), getattr(s, "then", ()), getattr(s, "orelse", ())):
+        for child in (getattr(s, "setup", ()), getattr(s, "body", ()), getattr(s, "then", ()),
+                      getattr(s, "orelse", ())):
             if isinstance(child, tuple):
                 yield from walk_stmts(child)
 
@@ -470,9 +479,10 @@ def free_names(body) -> set[str]:
                     expr(cnd)
                     walk(t)
                     walk(o)
-                case For(var=v, start=a, stop=b, body=bd):
+                case For(var=v, start=a, stop=b, body=bd, setup=su):
                     expr(a)
                     expr(b)
+                    walk(su)
                     defined.add(v)
                     walk(bd)
                 case Forall(var=v, iteration=it, body=bd):

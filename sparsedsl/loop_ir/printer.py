@@ -56,9 +56,13 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                 if o:
                     out.append(f"{pad}else:")
                     out.extend(format_stmts(o, depth + 1))
-            case L.For(var=v, start=a, stop=b, body=bd, parallel=par):
+            case L.For(var=v, start=a, stop=b, body=bd, parallel=par, setup=su):
                 kw = "parallel for" if par else "for"
-                out.append(f"{pad}{kw} {v} in [{format_expr(a)}, {format_expr(b)}):")
+                claim = ", claimed one at a time" if par else ""
+                out.append(f"{pad}{kw} {v} in [{format_expr(a)}, {format_expr(b)}){claim}:")
+                if su:
+                    out.append(f"{pad}  {'per thread' if par else 'before the first'}:")
+                    out.extend(format_stmts(su, depth + 2))
                 out.extend(format_stmts(bd, depth + 1))
             case L.Forall(var=v, iteration=it, body=bd):
                 if it.kind == "dense":

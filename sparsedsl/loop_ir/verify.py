@@ -27,6 +27,9 @@ def check_module(m: L.Module) -> list[str]:
         _check_stmts(k.body, scope, set(), problems, f"kernel {k.name}")
         if k.parallel and not _has_parallel(k.body):
             problems.append(f"kernel {k.name} is marked parallel but has no parallel loop")
+        if _has_parallel(k.body) and "nthreads" not in k.params:
+            # a parallel loop starts one task per thread (L.For): the kernel must be told how many
+            problems.append(f"kernel {k.name} has a parallel loop but no nthreads parameter")
     host_scope = {p.name for p in m.params} | PROVIDED
     _check_host(m.host, host_scope, kernels, problems)
     for r in m.results:
@@ -71,7 +74,7 @@ def verify_module(m: L.Module) -> None:
 
 def _has_parallel(body) -> bool:
     for s in body:
-        if isinstance(s, L.For) and (s.parallel or _has_parallel(s.body)):
+        if isinstance(s, L.For) and (s.parallel or _has_parallel(s.setup) or _has_parallel(s.body)):
             return True
         if isinstance(s, (L.Forall,)) and _has_parallel(s.body):
             return True
@@ -123,10 +126,13 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 _check_expr(c, scope, problems, where)
                 _check_stmts(t, set(scope), set(workspaces), problems, where)
                 _check_stmts(o, set(scope), set(workspaces), problems, where)
-            case L.For(var=v, start=a, stop=b, body=bd):
+            case L.For(var=v, start=a, stop=b, body=bd, setup=su):
                 _check_expr(a, scope, problems, where)
                 _check_expr(b, scope, problems, where)
-                _check_stmts(bd, scope | {v}, set(workspaces), problems, where)
+                # what the per-thread setup defines is seen by the body, not after the loop
+                inner, inner_ws = set(scope), set(workspaces)
+                _check_stmts(su, inner, inner_ws, problems, where)
+                _check_stmts(bd, inner | {v}, inner_ws, problems, where)
             case L.Forall(var=v, iteration=it, body=bd):
                 inner = set(scope) | {v}
                 if it.kind not in L.ITERATION_KINDS:
