@@ -80,16 +80,28 @@ def test_dense_operand_in_a_union_iterates_densely_with_a_follower():
 
 
 def test_spgemm_is_row_wise_with_a_workspace():
-    m = lower("input A: csr<f64>[M, K]\ninput B: csr<f64>[K, N]\noutput C: csr<f64>[M, N]\n"
-              "C[i, j] = sum[k] A[i, k] * B[k, j]\n")
+    text = ("input A: csr<f64>[M, K]\ninput B: csr<f64>[K, N]\noutput C: csr<f64>[M, N]\n"
+            "C[i, j] = sum[k] A[i, k] * B[k, j]\n")
+    m = lower(text, assembly="two-pass")
     assert [w.kind for w in workspaces(m)] == ["auto", "auto"]
     walks = kinds(m)
     # per phase: a work-count pass (k over A's row, j over B's row k), the accumulation, the compacted row
     assert walks.count(("x_k", "intersect", 1, 0)) == 4
     assert walks.count(("x_j", "intersect", 1, 0)) == 6
+    # one numeric pass (the default): the chunks' bounds (a work count), then one workspace pass
+    m = lower(text)
+    assert [k.name for k in m.kernels] == ["k0_C_bound", "k0_C_fill", "k0_C_place"]
+    assert [w.kind for w in workspaces(m)] == ["auto"]
+    walks = kinds(m)
+    assert walks.count(("x_k", "intersect", 1, 0)) == 3
+    assert walks.count(("x_j", "intersect", 1, 0)) == 4
+    kept = [s.name for s in m.host if isinstance(s, L.Alloc) and s.keep]
+    assert len(kept) == 2
+    with pytest.raises(sd.SdslError, match="assembly"):
+        lower(text, assembly="one")
     m = lower("input A: csr<f64>[M, K]\ninput B: csr<f64>[K, N]\noutput C: csr<f64>[M, N]\n"
               "C[i, j] = sum[k] A[i, k] * B[k, j]\nschedule C:\n    accumulator dense\n")
-    assert [w.kind for w in workspaces(m)] == ["dense", "dense"]
+    assert [w.kind for w in workspaces(m)] == ["dense"]
 
 
 def test_masked_products_iterate_the_mask():

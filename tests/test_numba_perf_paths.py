@@ -108,7 +108,7 @@ def test_whole_row_workspace_with_max_into_csr(spmm_max):
 
 
 def test_spgemm_auto_is_unswitched_and_sorts_rows_through_bitmaps(spgemm):
-    src = spgemm.executable.source
+    src = sd.loads(SPGEMM, name="perf_spgemm_2p").compile(target="numba", assembly="two-pass").executable.source
     count = src[src.index("def k0_C_count"):src.index("def k0_C_fill")]
     fill = src[src.index("def k0_C_fill"):src.index("def run")]
     # the numeric phase puts long rows in order through the bitmaps, short ones by insertion

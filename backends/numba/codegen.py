@@ -59,6 +59,7 @@ VERSIONED_EXTENTS: tuple[int, ...] = (64,)
 
 PRELUDE = '''\
 import math
+import threading
 
 import numba
 import numpy as np
@@ -238,6 +239,25 @@ def _prefetch_at(typingctx, arr, i):
     def codegen(context, builder, signature, args):
         return _prefetch_line(context, builder, signature.args[0], args[0], [args[1]])
     return _nbtypes.void(arr, i), codegen
+
+
+_KEPT = threading.local()  # scratch arrays kept between calls, per calling thread (a dict: name -> array)
+def _scratch(name, shape, dtype):
+    """An uninitialized array for scratch ``name``: the one kept from an earlier call on this thread when it
+    is large enough and of that dtype (a large fresh array costs a page fault per 4 KiB page written, about
+    a third of SpGEMM's one-pass assembly on ego-Facebook), else a new one, kept if under 256 MiB."""
+    kept = _KEPT.__dict__.setdefault("arrays", {})
+    size = 1
+    for x in shape:
+        size *= int(x)
+    a = kept.get(name)
+    if a is None or a.dtype != dtype or a.size < size:
+        a = np.empty(size, dtype=dtype)
+        if a.nbytes <= 1 << 28:
+            kept[name] = a
+        else:
+            kept.pop(name, None)
+    return a[:size].reshape(shape)
 
 
 @_intrinsic
@@ -609,6 +629,10 @@ class Printer:
                 self.line(d, f"{n} = {self.expr(v)}")
             case L.Store(array=a, index=ix, value=v):
                 self.line(d, f"{a}[{', '.join(self.expr(x) for x in ix)}] = {self.expr(v)}")
+            case L.Alloc(name=n, dtype=dt, shape=sh, fill=f, narrow=nw, keep=True) if not self.host_jit:
+                shape = "(" + ", ".join(self.expr(x) for x in sh) + ("," if len(sh) == 1 else "") + ")"
+                dtype = NP_TYPE[dt] if nw is None else f"np.int32 if {self.expr(nw)} < 2147483648 else np.int64"
+                self.line(d, f"{n} = _scratch({n!r}, {shape}, {dtype})")
             case L.Alloc(name=n, dtype=dt, shape=sh, fill=f, narrow=nw):
                 shape = "(" + ", ".join(self.expr(x) for x in sh) + ("," if len(sh) == 1 else "") + ")"
                 if nw is not None and f is None and not self.host_jit:
@@ -887,7 +911,8 @@ class Printer:
         # (nthreads is a parameter of every kernel with a parallel loop, checked by the verifier; calling
         # numba.get_num_threads() here would make Numba refuse to cache the kernel)
         self.line(d, f"for {s.var}_thread in prange(0, max(min(nthreads, {stop} - {start}), 0)):")
-        self.stmts(s.setup, d + 1)
+        if s.setup:
+            self.stmts(s.setup, d + 1)
         self.line(d + 1, "while True:")
         self.line(d + 2, f"{s.var} = {start} + _claim({nxt})")
         self.line(d + 2, f"if {s.var} >= {stop}:")

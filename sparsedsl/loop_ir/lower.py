@@ -41,6 +41,7 @@ SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
 # reductions a keyed workspace can accumulate (the others are evaluated at each output coordinate)
 WORKSPACE_REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "count")
 ACCUMULATORS = ("dense", "hash", "sort", "auto")
+ASSEMBLIES = ("auto", "two-pass")
 # rows per block of the outermost parallel loop, and chunks of rows per thread (see Lowerer.chunked)
 CHUNK_BLOCK = 16
 CHUNKS_PER_THREAD = 16
@@ -262,6 +263,11 @@ class Lowerer:
         self._top: list[L.Stmt] = []
         self._prologue: list[L.Stmt] | None = None
         self._parallel = False
+        # how the next outermost chunked loop takes its row ranges (see one_pass): None, or a dict with
+        # "bounds" (the array of the chunks' first rows), "write" (True: this loop computes and stores them)
+        # and "init"/"fini" (statements at the start and end of each chunk)
+        self._chunks: dict | None = None
+        self._one_passed = False  # the statement being lowered was assembled by one_pass
         # names whose value changes after their first assignment (reassigned, accumulated, carried by a
         # repeat): code reading them may run against any of their values, so none of them is a constant
         self.varying = _varying(program.body)
@@ -553,23 +559,19 @@ class Lowerer:
                 self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), span=st.span))
                 count = self.kernel_body(lambda: self.row_lengths(*inherited, nnz_name))
                 self.add_kernel(base + "_count", count, False, st)
+            elif self.one_pass(st, out, base, shape, nnz_name):
+                inherited = None
             else:
                 self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
                 count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
                 self.add_kernel(base + "_count", count, self._parallel, st)
-            self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
-            self.host.append(L.Alloc(out.ptr, "i64", (L.Op("+", (shape[0], I64_ONE), "i64"),), span=st.span))
-            self.host.append(L.PrefixSum(out.ptr, nnz_name, span=st.span))
-            total = L.Load(out.ptr, (shape[0],))
-            # index arrays are int32 when they can be (the backend decides at run time): scipy would otherwise
-            # check and convert an output's on every call, and an intermediate read row by row (triangle
-            # counting's L) is half the memory traffic (R-MAT 2^16 triangles, best of 12: 82 -> 64 ms)
-            narrow = L.Op("max2", (total, shape[1]), "i64") if len(shape) == 2 else None
-            self.host.append(L.Alloc(out.idx, "i64", (total,), narrow=narrow, span=st.span))
-            self.host.append(L.Alloc(out.val, out.dtype, (total,), span=st.span))
-            fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
-            self.add_kernel(base + "_fill", fill_body, self._parallel, st)
-            self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+            if not self._one_passed:
+                self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
+                self.alloc_csr(st, out, shape, nnz_name)
+                fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
+                self.add_kernel(base + "_fill", fill_body, self._parallel, st)
+                self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+            self._one_passed = False
         else:
             self.host.append(L.Alloc(out.val, out.dtype, shape, fill, span=st.span))
             if out.kind == "bitmap":
@@ -586,6 +588,115 @@ class Lowerer:
                 self.host.append(L.Set(old_name, L.Var(new_name), span=st.span))
             out = base_storage
         self.storage[st.target] = out
+
+    def alloc_csr(self, st: T.Assign, out: Storage, shape, nnz_name: str) -> None:
+        """Host: the row pointer of a sparse result from its row counts, and its index and value arrays."""
+        self.host.append(L.Alloc(out.ptr, "i64", (L.Op("+", (shape[0], I64_ONE), "i64"),), span=st.span))
+        self.host.append(L.PrefixSum(out.ptr, nnz_name, span=st.span))
+        total = L.Load(out.ptr, (shape[0],))
+        # index arrays are int32 when they can be (the backend decides at run time): scipy would otherwise
+        # check and convert an output's on every call, and an intermediate read row by row (triangle
+        # counting's L) is half the memory traffic (R-MAT 2^16 triangles, best of 12: 82 -> 64 ms)
+        narrow = L.Op("max2", (total, shape[1]), "i64") if len(shape) == 2 else None
+        self.host.append(L.Alloc(out.idx, "i64", (total,), narrow=narrow, span=st.span))
+        self.host.append(L.Alloc(out.val, out.dtype, (total,), span=st.span))
+
+    def one_pass(self, st: T.Assign, out: Storage, base: str, shape, nnz_name: str) -> bool:
+        """Assemble a sparse result whose rows come out of a row-wise workspace (SpGEMM's
+        ``sum[k] A[i, k] * B[k, j]``) in one numeric pass instead of a symbolic and a numeric one.
+
+        A first, cheap kernel cuts the rows into chunks and bounds each chunk's entries by its rows' work
+        (a row has at most min(its multiply-adds, the width) entries). The numeric kernel then writes each
+        chunk's rows one after the other into its own region of scratch arrays of that total size, and
+        records the row counts; the row pointer is their prefix sum, and a last kernel copies each chunk's
+        region to its place in the result. The symbolic pass cost as much as the product's traversal again
+        (a quarter to a third of SpGEMM); the copy is one streaming pass over the entries, and the scratch
+        arrays are kept for the next call (``L.Alloc.keep``) so their pages are not faulted in again.
+        False (nothing emitted) where the rows do not come out of a workspace or do not walk compressed rows
+        (chunks of contiguous rows are needed); ``compile(..., assembly="two-pass")`` keeps the two passes."""
+        assembly = self.options.get("assembly", "auto")
+        if assembly not in ASSEMBLIES:
+            raise SdslTargetError(f"unknown assembly option {assembly!r} (one of {', '.join(ASSEMBLIES)})")
+        if assembly == "two-pass" or len(st.idx) != 2:
+            return False
+        row, col = st.idx
+        r = _row_reduce(st.value)
+        if r is None or not self.wants_workspace(r, col) or r.op not in WORKSPACE_REDUCTIONS:
+            return False
+        names = self.names
+        nch, bounds, ub, off = names.fresh("w_nch"), names.fresh("w_bounds"), names.fresh("w_ub"), names.fresh("w_off")
+        total, pos, start = names.fresh("w_bound"), names.fresh("w_pos"), names.fresh("w_start")
+        tidx, tval = names.fresh("w_tidx"), names.fresh("w_tval")
+        width = self.ranges[col]
+        chunks = {"bounds": bounds, "write": True,
+                  "init": (lambda ch: L.Let(total, "i64", I64_ZERO),),
+                  "fini": (lambda ch: L.Store(ub, (ch,), L.Var(total)),)}
+
+        def bound_body() -> list[L.Stmt]:
+            body: list[L.Stmt] = []
+
+            def per_row(c: Ctx, b: list[L.Stmt]) -> None:
+                flops = names.fresh("w_flops")
+                b.append(L.Let(flops, "i64", I64_ZERO))
+                self.workspace_nest(r, col, c.with_(pattern=not _reads_values(r.body)), b,
+                                    lambda cc, val, bb: bb.append(
+                                        L.Set(flops, L.Op("+", (L.Var(flops), I64_ONE), "i64"))))
+                b.append(L.Set(total, L.Op("+", (L.Var(total), L.Op("min2", (L.Var(flops), width), "i64")), "i64")))
+
+            self._chunks = chunks
+            self.forall(row, [st.value], Ctx(pattern=True), body, per_row, outer=True)
+            self._chunks = None
+            return body
+
+        body = self.kernel_body(bound_body)
+        if not chunks.get("written"):
+            return False
+        self.notes.append((st.target, "assembly", "one pass",
+                           "its rows come out of a workspace: each chunk of rows is written once into scratch "
+                           "bounded by the rows' work, then copied into place (no symbolic pass)", st.span))
+        n = self.ranges[row]
+        host = self.host
+        host.append(L.Let(nch, "i64", chunk_count(n), span=st.span))
+        host.append(L.Alloc(bounds, "i64", (L.Op("+", (L.Var(nch), I64_ONE), "i64"),), I64_ZERO, span=st.span))
+        host.append(L.Alloc(ub, "i64", (L.Var(nch),), span=st.span))
+        self.add_kernel(base + "_bound", body, self._parallel, st)
+        host.append(L.Invoke(base + "_bound", self.kernel_params(base + "_bound"), span=st.span))
+        host.append(L.Alloc(off, "i64", (L.Op("+", (L.Var(nch), I64_ONE), "i64"),), span=st.span))
+        host.append(L.PrefixSum(off, ub, span=st.span))
+        room = L.Load(off, (L.Var(nch),))
+        host.append(L.Alloc(tidx, "i64", (room,), narrow=L.Op("max2", (room, width), "i64"), keep=True,
+                            span=st.span))
+        host.append(L.Alloc(tval, out.dtype, (room,), keep=True, span=st.span))
+        host.append(L.Alloc(nnz_name, "i64", (shape[0],), span=st.span))
+
+        def fill_body() -> list[L.Stmt]:
+            self._chunks = {"bounds": bounds, "write": False,
+                            "init": (lambda ch: L.Let(pos, "i64", L.Load(off, (ch,))),)}
+            b = self.levels(st, out, "fill", nnz_name, one_pass=(pos, start, tidx, tval))
+            self._chunks = None
+            return b
+
+        fill = self.kernel_body(fill_body)
+        self.add_kernel(base + "_fill", fill, self._parallel, st)
+        host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+        self.alloc_csr(st, out, shape, nnz_name)
+        # each chunk's region to its rows' place in the result
+        ch, at, size, src, t = (names.fresh(x) for x in ("w_chunk", "w_at", "w_len", "w_from", "w_t"))
+        ch1 = L.Op("+", (L.Var(ch), I64_ONE), "i64")
+        at_t = (L.Op("+", (L.Var(at), L.Var(t)), "i64"),)
+        src_t = (L.Op("+", (L.Var(src), L.Var(t)), "i64"),)
+        parallel = bool(self.options.get("parallel", True))
+        copy = [L.For(ch, I64_ZERO, L.Var(nch), (
+            L.Let(at, "i64", L.Load(out.ptr, (L.Load(bounds, (L.Var(ch),)),))),
+            L.Let(size, "i64", L.Op("-", (L.Load(out.ptr, (L.Load(bounds, (ch1,)),)), L.Var(at)), "i64")),
+            L.Let(src, "i64", L.Load(off, (L.Var(ch),))),
+            L.For(t, I64_ZERO, L.Var(size), (L.Store(out.idx, at_t, L.Load(tidx, src_t)),
+                                            L.Store(out.val, at_t, L.Load(tval, src_t)))),
+        ), parallel=parallel, span=st.span)]
+        self.add_kernel(base + "_place", copy, parallel, st)
+        host.append(L.Invoke(base + "_place", self.kernel_params(base + "_place"), span=st.span))
+        self._one_passed = True
+        return True
 
     def mask_rows(self, st: T.Assign) -> tuple[Storage, L.Expr] | None:
         """``(mask storage, condition)`` when a sparse result's pattern is a CSR mask's rows exactly while the
@@ -685,15 +796,18 @@ class Lowerer:
 
     # ------------------------------------------------------------ output levels
 
-    def levels(self, st: T.Assign, out: Storage, phase: str, nnz_name: str | None) -> list[L.Stmt]:
-        """The loop nest over the result's free variables; ``phase`` is count, fill or store."""
+    def levels(self, st: T.Assign, out: Storage, phase: str, nnz_name: str | None,
+               one_pass: tuple[str, str, str, str] | None = None) -> list[L.Stmt]:
+        """The loop nest over the result's free variables; ``phase`` is count, fill or store. ``one_pass``
+        (fill only): (position, row start, index and value arrays) of ``Lowerer.one_pass``: the rows go to
+        those arrays from a position each chunk starts, and their counts to ``nnz_name``."""
         # the symbolic phase skips values only when presence cannot depend on them (no value mask): it must
         # count exactly the entries the numeric phase writes
         ctx = Ctx(pattern=(phase == "count" and not _reads_values(st.value)))
         body: list[L.Stmt] = []
         idx = st.idx
         count_var = self.names.fresh("w_cnt")
-        pos_var = self.names.fresh("w_pos")
+        pos_var = one_pass[0] if one_pass else self.names.fresh("w_pos")
 
         def emit_point(c: Ctx, block: list[L.Stmt]) -> None:
             val, pres = self.ev(st.value, c, block)
@@ -702,8 +816,9 @@ class Lowerer:
             if phase == "count":
                 action.append(L.Set(count_var, L.Op("+", (L.Var(count_var), I64_ONE), "i64")))
             elif phase == "fill":
-                action.append(L.Store(out.idx, (L.Var(pos_var),), coords[-1]))
-                action.append(L.Store(out.val, (L.Var(pos_var),), self.cast(val, out.dtype)))
+                idx_array, val_array = one_pass[2:] if one_pass else (out.idx, out.val)
+                action.append(L.Store(idx_array, (L.Var(pos_var),), coords[-1]))
+                action.append(L.Store(val_array, (L.Var(pos_var),), self.cast(val, out.dtype)))
                 action.append(L.Set(pos_var, L.Op("+", (L.Var(pos_var), I64_ONE), "i64")))
             else:
                 action.append(L.Store(out.val, coords, self.cast(val, out.dtype)))
@@ -723,11 +838,15 @@ class Lowerer:
                     row = L.Var(index_name(v))
                     if phase == "count":
                         b2.append(L.Let(count_var, "i64", I64_ZERO))
+                    elif one_pass:
+                        b2.append(L.Let(one_pass[1], "i64", L.Var(pos_var)))
                     else:
                         b2.append(L.Let(pos_var, "i64", L.Load(out.ptr, (row,))))
                     level(depth + 1, c2, b2)
                     if phase == "count":
                         b2.append(L.Store(nnz_name, (row,), L.Var(count_var)))
+                    elif one_pass:
+                        b2.append(L.Store(nnz_name, (row,), L.Op("-", (L.Var(pos_var), L.Var(one_pass[1])), "i64")))
                     return
                 level(depth + 1, c2, b2)
 
@@ -929,8 +1048,8 @@ class Lowerer:
         width = L.Const(CHUNK_BLOCK, "i64")
         block.append(L.Let(nblocks, "i64", L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"),
                                                         width), "i64")))
-        block.append(L.Let(nchunks, "i64", L.Op("max2", (L.Op("min2", (L.Var(nblocks), L.Op(
-            "*", (L.Const(CHUNKS_PER_THREAD, "i64"), L.Var("nthreads")), "i64")), "i64"), I64_ONE), "i64")))
+        block.append(L.Let(nchunks, "i64", chunk_count(extent)))
+        chunks, self._chunks = self._chunks, None
         saved = self._prologue
         self._prologue = []
         rows: list[L.Stmt] = []
@@ -938,7 +1057,14 @@ class Lowerer:
         prologue = self._prologue
         self._prologue = saved
         ptrs = _row_pointers(rows, index_name(v))
-        if ptrs:
+        if chunks is not None and not chunks["write"]:
+            # the ranges another kernel of this statement chose (one_pass): its chunks are this one's
+            b = chunks["bounds"]
+            blocks_body = (L.Let(lo, "i64", L.Load(b, (L.Var(chunk),))),
+                           L.Let(hi, "i64", L.Load(b, (L.Op("+", (L.Var(chunk), I64_ONE), "i64"),))),
+                           L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
+            count = I64_ONE
+        elif ptrs:
             # rows walk compressed rows: contiguous ranges of equal work (rows plus entries), so that a few
             # heavy rows of a power-law graph do not leave the other threads idle
             p, q = (ptrs * 2)[:2]
@@ -946,6 +1072,11 @@ class Lowerer:
                                      L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
             blocks_body = (L.Let(lo, "i64", at[0]), L.Let(hi, "i64", at[1]),
                            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
+            if chunks is not None:
+                # (row_split(0) is 0: the host allocated the bounds with a zero first element)
+                chunks["written"] = True
+                blocks_body = (*blocks_body[:2], L.Store(chunks["bounds"], (L.Op("+", (L.Var(chunk), I64_ONE), "i64"),),
+                                                         L.Var(hi)), blocks_body[2])
             count = I64_ONE
         else:
             # blocks chunk, chunk + nchunks, ...: (nblocks - chunk + nchunks - 1) // nchunks of them
@@ -962,6 +1093,9 @@ class Lowerer:
         init = [L.Let(name, dt, ident) for name, dt, ident, _op in partials]
         parts = [self.names.fresh(f"{name}_part") for name, *_rest in partials]
         fini = [L.Store(part, (L.Var(chunk),), L.Var(name)) for part, (name, *_rest) in zip(parts, partials)]
+        if chunks is not None:
+            init += [f(L.Var(chunk)) for f in chunks.get("init", ())]
+            fini += [f(L.Var(chunk)) for f in chunks.get("fini", ())]
         for part, (_name, dt, _ident, _op) in zip(parts, partials):
             block.append(L.Alloc(part, dt, (L.Var(nchunks),), span=self.stmt.span))
         chunk_body = (*init, L.For(t, I64_ZERO, count, blocks_body), *fini)
@@ -1754,6 +1888,22 @@ def _whole_range(nest: list[L.Stmt], ws: str, key: str) -> list[L.Stmt] | None:
     found = any(isinstance(x, L.Forall) and x.var == key and x.iteration.kind == "dense"
                 and any(isinstance(y, L.Accumulate) and y.ws == ws for y in direct(x)) for x in _all_stmts(nest))
     return walk(nest, False) if found else None
+
+
+def _row_reduce(e: T.Expr) -> T.Reduce | None:
+    """The reduction a result's value is, under casts (its rows come out of that reduction's workspace)."""
+    while isinstance(e, T.Cast):
+        e = e.operand
+    return e if isinstance(e, T.Reduce) else None
+
+
+def chunk_count(extent: L.Expr) -> L.Expr:
+    """How many chunks the outermost parallel loop over ``extent`` rows is cut into: CHUNKS_PER_THREAD per
+    thread, none of fewer than CHUNK_BLOCK rows, at least one."""
+    blocks = L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"), L.Const(CHUNK_BLOCK, "i64")),
+                  "i64")
+    per_thread = L.Op("*", (L.Const(CHUNKS_PER_THREAD, "i64"), L.Var("nthreads")), "i64")
+    return L.Op("max2", (L.Op("min2", (blocks, per_thread), "i64"), I64_ONE), "i64")
 
 
 def _row_pointers(rows: list[L.Stmt], row: str) -> list[str]:

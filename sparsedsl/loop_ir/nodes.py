@@ -180,13 +180,17 @@ class Alloc(Stmt):
     """A new array; ``fill`` None leaves it uninitialized (every element is written before it is read).
 
     ``narrow``, on an i64 index array of a sparse result: the array may be int32 instead when this value is
-    below 2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are."""
+    below 2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are.
+
+    ``keep``: scratch (uninitialized, never a result) whose memory the host may keep for the next call, so
+    that a large scratch array is not page-faulted in again on every call."""
 
     name: str
     dtype: str
     shape: tuple[Expr, ...]
     fill: Expr | None = None
     narrow: Expr | None = None
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -482,6 +486,8 @@ def free_names(body) -> set[str]:
                 case For(var=v, start=a, stop=b, body=bd, setup=su):
                     expr(a)
                     expr(b)
+                    if s.parallel:
+                        used.add("nthreads")  # one task per thread
                     walk(su)
                     defined.add(v)
                     walk(bd)

@@ -49,6 +49,8 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                 init = "" if f is None else f" fill {format_expr(f)}"
                 if nw is not None:
                     init += f" (i32 if {format_expr(nw)} < 2^31)"
+                if s.keep:
+                    init += " (scratch kept between calls)"
                 out.append(f"{pad}alloc {n}: {dt}[{', '.join(format_expr(x) for x in sh)}]{init}")
             case L.If(cond=c, then=t, orelse=o):
                 out.append(f"{pad}if {format_expr(c)}:")
