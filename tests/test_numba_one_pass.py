@@ -128,7 +128,8 @@ def test_one_pass_equals_two_passes_reference_and_numpy(compiled, m, k, n, densi
     dtype = NUMPY[PRODUCTS[key][0]]
     A = _random(m, k, density, seed, dtype)
     B = _random(k, n, min(1.0, density * 3), seed + 50, dtype, int64=True)
-    _check(key, one, two, ref, A, B)
+    got = _check(key, one, two, ref, A, B)
+    assert got.shape == (m, n) and got.nnz == got.indptr[-1]
 
 
 def test_unsorted_and_duplicate_scipy_indices():
