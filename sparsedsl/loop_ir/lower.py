@@ -267,7 +267,6 @@ class Lowerer:
         # "bounds" (the array of the chunks' first rows), "write" (True: this loop computes and stores them)
         # and "init"/"fini" (statements at the start and end of each chunk)
         self._chunks: dict | None = None
-        self._one_passed = False  # the statement being lowered was assembled by one_pass
         # names whose value changes after their first assignment (reassigned, accumulated, carried by a
         # repeat): code reading them may run against any of their values, so none of them is a constant
         self.varying = _varying(program.body)
@@ -553,6 +552,7 @@ class Lowerer:
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
             inherited = self.mask_rows(st)
+            counted = True  # a symbolic pass gives the row counts (else one_pass assembled the result)
             if inherited is not None:
                 # the pattern is the mask's: each row's count is the mask row's length, no product needed
                 # (SDDMM: the symbolic phase was a parallel pass over the mask's keys)
@@ -560,18 +560,17 @@ class Lowerer:
                 count = self.kernel_body(lambda: self.row_lengths(*inherited, nnz_name))
                 self.add_kernel(base + "_count", count, False, st)
             elif self.one_pass(st, out, base, shape, nnz_name):
-                inherited = None
+                counted = False
             else:
                 self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
                 count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
                 self.add_kernel(base + "_count", count, self._parallel, st)
-            if not self._one_passed:
+            if counted:
                 self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
                 self.alloc_csr(st, out, shape, nnz_name)
                 fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
                 self.add_kernel(base + "_fill", fill_body, self._parallel, st)
                 self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
-            self._one_passed = False
         else:
             self.host.append(L.Alloc(out.val, out.dtype, shape, fill, span=st.span))
             if out.kind == "bitmap":
@@ -621,7 +620,7 @@ class Lowerer:
             return False
         row, col = st.idx
         r = _row_reduce(st.value)
-        if r is None or not self.wants_workspace(r, col) or r.op not in WORKSPACE_REDUCTIONS:
+        if r is None or not self.wants_workspace(r, col):
             return False
         names = self.names
         nch, bounds, ub, off = names.fresh("w_nch"), names.fresh("w_bounds"), names.fresh("w_ub"), names.fresh("w_off")
@@ -695,7 +694,6 @@ class Lowerer:
         ), parallel=parallel, span=st.span)]
         self.add_kernel(base + "_place", copy, parallel, st)
         host.append(L.Invoke(base + "_place", self.kernel_params(base + "_place"), span=st.span))
-        self._one_passed = True
         return True
 
     def mask_rows(self, st: T.Assign) -> tuple[Storage, L.Expr] | None:
