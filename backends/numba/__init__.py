@@ -226,6 +226,10 @@ class Executable:
         self._params, self._results = layout
         self._pymod = _load_source(source, {}, cache_dir)
         self._decls = {d.name: d for d in program.decls}
+        from sparsedsl.backends.numba.validate import canonical_csr
+
+        # the binder's CSR structure check, compiled (see validate.py): the kernel's caller binds with it
+        self.csr_check = canonical_csr
 
     @property
     def module(self) -> "L.Module":

@@ -58,11 +58,13 @@ class InputBinder:
 
     __slots__ = ("program", "_names", "_plans")
 
-    def __init__(self, program: nodes.Program):
+    def __init__(self, program: nodes.Program, csr_check=None):
+        """``csr_check``: a backend's own version of ``csr_canonical`` (same contract), used by the CSR fast
+        path instead of the numpy passes (the numba target's compiled check is two to three times faster)."""
         self.program = program
         inputs = program.inputs
         self._names = frozenset(d.name for d in inputs)
-        self._plans = tuple(_InputPlan(d) for d in inputs)
+        self._plans = tuple(_InputPlan(d, csr_check) for d in inputs)
 
     def __call__(self, kwargs: dict) -> tuple[dict[str, Tensor], dict[str, int]]:
         names = self._names
@@ -113,14 +115,41 @@ _UNSIGNED = {np.dtype(np.int32): np.dtype(np.uint32), np.dtype(np.int64): np.dty
 _count = np.count_nonzero
 
 
+def csr_canonical(indptr: np.ndarray, indices: np.ndarray, ncols: int) -> bool:
+    """Whether ``(indptr, indices)`` (1-D, one index dtype) is canonical CSR with ``ncols`` columns:
+    ``indptr`` starts at 0, never decreases and ends at ``len(indices)``; every index is in ``[0, ncols)``;
+    indices strictly increase within each row. O(rows + entries) in a handful of numpy calls;
+    np.count_nonzero is the cheapest boolean reduction on small arrays (ndarray.any/all go through a
+    Python-level wrapper)."""
+    nnz = indices.shape[0]
+    if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[-1] != nnz:
+        return False
+    if _count(indptr[1:] < indptr[:-1]):
+        return False
+    if not nnz:
+        return True
+    # negative indices wrap to huge unsigned values: one comparison checks both bounds
+    if _count(indices.view(_UNSIGNED[indices.dtype]) >= ncols):
+        return False
+    increasing = indices[1:] > indices[:-1]
+    if _count(increasing) != nnz - 1:
+        # a row may start below the previous row's last index; nothing else may fail to increase
+        row_start = np.zeros(nnz + 1, dtype=bool)
+        row_start[indptr] = True
+        if _count(increasing | row_start[1:nnz]) != nnz - 1:
+            return False
+    return True
+
+
 class _InputPlan:
     """One input declaration: its type read once, and the fast path that applies to it (or None)."""
 
     __slots__ = ("decl", "name", "ttype", "has_default", "default", "dims", "repeated", "storage", "pattern",
-                 "fast")
+                 "fast", "csr_check")
 
-    def __init__(self, decl: nodes.Decl):
+    def __init__(self, decl: nodes.Decl, csr_check=None):
         self.decl = decl
+        self.csr_check = csr_check or csr_canonical
         self.name = decl.name
         self.ttype = ttype = decl.type
         self.has_default = decl.default is not None
@@ -197,23 +226,10 @@ class _InputPlan:
         # indptr[-1] == nnz also excludes scipy's spare capacity (bind_value trims it into a view)
         if indptr.shape[0] != shape[0] + 1 or data.shape[0] != nnz or indptr[0] != 0 or indptr[-1] != nnz:
             return None
-        if nnz:
-            # No trust in scipy's has_canonical_format: it is a cached flag that in-place edits of
-            # .indices do not reset, and an unsorted row reaching a kernel gives a wrong answer silently.
-            # These checks are O(rows + nnz) in a handful of numpy calls; np.count_nonzero is the cheapest
-            # boolean reduction on small arrays (ndarray.any/all go through a Python-level wrapper).
-            if _count(indptr[1:] < indptr[:-1]):
-                return None
-            # negative indices wrap to huge unsigned values: one comparison checks both bounds
-            if _count(indices.view(_UNSIGNED[idt]) >= shape[1]):
-                return None
-            increasing = indices[1:] > indices[:-1]
-            if _count(increasing) != nnz - 1:
-                # a row may start below the previous row's last index; nothing else may fail to increase
-                row_start = np.zeros(nnz + 1, dtype=bool)
-                row_start[indptr] = True
-                if _count(increasing | row_start[1:nnz]) != nnz - 1:
-                    return None
+        # No trust in scipy's has_canonical_format: it is a cached flag that in-place edits of .indices do
+        # not reset, and an unsorted row reaching a kernel gives a wrong answer silently.
+        if nnz and not self.csr_check(indptr, indices, shape[1]):
+            return None
         self._bind_sizes(shape, sizes, bound_by)
         values = np.ones(nnz, dtype=bool) if self.pattern else data
         return CSR._raw(indptr=indptr, indices=indices, data=values, shape=shape, dtype=self.ttype.dtype)
