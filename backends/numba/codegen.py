@@ -468,6 +468,8 @@ class Printer:
         self.host_jit = False
         # array -> the constant a host Alloc filled it with
         self.fills: dict[str, L.Expr] = {}
+        # filled arrays that their kernel writes whole anyway (``_written_whole``)
+        self.written_whole: set[str] = set()
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -540,37 +542,29 @@ class Printer:
         i = 0
         while i < len(body):
             s = body[i]
-            if isinstance(s, L.Reset) and self.ws_kind[s.ws].kind == "range":
-                end = next((j for j in range(i + 1, len(body))
-                            if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
-                row = _direct_row(body[end + 1], self.ws_kind[s.ws]) if end is not None and end + 1 < len(body) \
-                    else None
-                if row is not None:
-                    # the row is copied whole into a dense output row: accumulate in that row itself (a
-                    # row that gets no contribution is never written and keeps the output's fill)
-                    self.stmt(s, depth)
-                    array, index = row
-                    self.line(depth, f"{s.ws}_val = {array}[{', '.join(self.expr(x) for x in index)}]")
-                    ops = {a.op for a in L.walk_stmts(body[i + 1:end]) if isinstance(a, L.Accumulate) and a.ws == s.ws}
-                    ws = self.ws_kind[s.ws]
-                    fill = self.fills.get(array)
-                    ident = _identity_const(ops.pop(), ws.dtype) if len(ops) == 1 and isinstance(fill, L.Const) \
-                        else None
-                    if ident is not None:
-                        # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
-                        # signed zeros included) so that every contribution just combines, with no test of
-                        # whether it is the first; a row that got none gets the output's fill back
-                        self.line(depth, f"for {s.ws}_t in range({s.ws}_width):")
-                        self.line(depth + 1, f"{s.ws}_val[{s.ws}_t] = {ident}")
-                        self.ws_mode[s.ws] = "combine"
-                    self.stmts(body[i + 1:end + 1], depth)
-                    if ident is not None:
-                        self.line(depth, f"if {s.ws}_first:")
-                        self.line(depth + 1, f"for {s.ws}_t in range({s.ws}_width):")
-                        self.line(depth + 2, f"{s.ws}_val[{s.ws}_t] = {self.expr(fill)}")
-                    self.ws_mode.pop(s.ws, None)
-                    i = end + 2
-                    continue
+            plan = _direct_plan(body, i, self.ws_kind, self.fills)
+            if plan is not None:
+                # the row is copied whole into a dense output row: accumulate in that row itself (a
+                # row that gets no contribution is never written and keeps the output's fill)
+                self.stmt(s, depth)
+                end, array, index, ident = plan
+                fill = self.fills.get(array)
+                self.line(depth, f"{s.ws}_val = {array}[{', '.join(self.expr(x) for x in index)}]")
+                if ident is not None:
+                    # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
+                    # signed zeros included) so that every contribution just combines, with no test of
+                    # whether it is the first; a row that got none gets the output's fill back
+                    self.line(depth, f"for {s.ws}_t in range({s.ws}_width):")
+                    self.line(depth + 1, f"{s.ws}_val[{s.ws}_t] = {ident}")
+                    self.ws_mode[s.ws] = "combine"
+                self.stmts(body[i + 1:end + 1], depth)
+                if ident is not None:
+                    self.line(depth, f"if {s.ws}_first:")
+                    self.line(depth + 1, f"for {s.ws}_t in range({s.ws}_width):")
+                    self.line(depth + 2, f"{s.ws}_val[{s.ws}_t] = {self.expr(fill)}")
+                self.ws_mode.pop(s.ws, None)
+                i = end + 2
+                continue
             if isinstance(s, L.Reset) and self.ws_kind[s.ws].kind == "auto" and s.ws not in self.ws_mode:
                 end = next((j for j in range(i + 1, len(body))
                             if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
@@ -639,6 +633,10 @@ class Printer:
                     # (a compiled host keeps one type per name: int64 there)
                     self.line(d, f"{n} = np.empty({shape}, dtype=np.int32 if {self.expr(nw)} < 2147483648 else np.int64)")
                 elif f is None:
+                    self.line(d, f"{n} = np.empty({shape}, dtype={NP_TYPE[dt]})")
+                elif n in self.written_whole:
+                    # the kernel it goes to writes every element first (``_written_whole``): no fill (the
+                    # memset of reused memory was 0.1 ms of a 1.5 ms attention call on ca-HepTh)
                     self.line(d, f"{n} = np.empty({shape}, dtype={NP_TYPE[dt]})")
                 elif _is_zero(f):
                     # calloc: a large array comes as fresh zero pages, faulted in by the threads that first
@@ -1402,6 +1400,88 @@ def _identity_const(op: str, dtype: str) -> str | None:
     return None if value is None else const(value, dtype)
 
 
+def _direct_plan(body: tuple, i: int, ws_kind: dict, fills: dict) -> tuple | None:
+    """``(end, array, leading index, identity)`` when ``body[i]`` resets a range workspace whose compacted row
+    ``body[end + 1]`` copies whole into a dense output row (``_direct_row``): the printer accumulates in that
+    row itself. ``identity`` (source text, or None) is the exact identity the row then starts at, when its
+    accumulations use one operator that has one and the output's fill is a constant; the printer then also
+    writes the fill back into a row that got no contribution, so such a row is written whole."""
+    s = body[i]
+    if not isinstance(s, L.Reset) or ws_kind[s.ws].kind != "range":
+        return None
+    end = next((j for j in range(i + 1, len(body)) if isinstance(body[j], L.Compact) and body[j].ws == s.ws), None)
+    if end is None or end + 1 >= len(body):
+        return None
+    ws = ws_kind[s.ws]
+    row = _direct_row(body[end + 1], ws)
+    if row is None:
+        return None
+    array, index = row
+    ops = {a.op for a in L.walk_stmts(body[i + 1:end]) if isinstance(a, L.Accumulate) and a.ws == s.ws}
+    ident = _identity_const(ops.pop(), ws.dtype) if len(ops) == 1 and isinstance(fills.get(array), L.Const) \
+        else None
+    return end, array, index, ident
+
+
+def _written_whole(module: L.Module) -> set[str]:
+    """The dense arrays a host allocates with a fill and hands straight to a kernel that writes every element
+    of them before reading it: they need no fill (np.empty, not a memset of reused memory).
+
+    The kernel must be the row loop that ``Lowerer.chunked`` builds over compressed rows (chunks ``row_split``
+    cuts from 0 to the row count, so every row is visited once), and each row, unconditionally, a workspace
+    row printed in place in ``array[row]`` that starts at its operator's identity (``_direct_plan``): its
+    every element is written first. The array must be read nowhere else in the kernel."""
+    kernels = {k.name: k for k in module.kernels}
+    host = module.host
+    fills = {a.name: a.fill for a in L.walk_stmts(host) if isinstance(a, L.Alloc) and a.fill is not None}
+    whole: set[str] = set()
+    for a, call in zip(host, host[1:]):
+        if not (isinstance(a, L.Alloc) and isinstance(a.fill, L.Const) and len(a.shape) == 2
+                and isinstance(call, L.Invoke) and call.kernel in kernels and a.name in call.args):
+            continue
+        if _kernel_writes_rows(kernels[call.kernel].body, a, fills):
+            whole.add(a.name)
+    return whole
+
+
+def _kernel_writes_rows(body: tuple, a: L.Alloc, fills: dict) -> bool:
+    loops = [s for s in body if isinstance(s, L.For)]
+    if len(loops) != 1 or any(not isinstance(s, (L.Let, L.For)) for s in body):
+        return False
+    chunk = loops[0]
+    ws_kind = {w.name: w for w in chunk.setup if isinstance(w, L.Workspace)}
+    inner = [s for s in chunk.body if isinstance(s, L.For)]
+    if len(inner) != 1 or inner[0].start != L.Const(0, "i64") or inner[0].stop != L.Const(1, "i64"):
+        return False
+    blocks = inner[0].body
+    if len(blocks) != 3 or not all(isinstance(x, L.Let) for x in blocks[:2]) or not isinstance(blocks[2], L.For):
+        return False
+    lo, hi, rows = blocks
+    cuts = [lo.value, hi.value]
+    for k, cut in enumerate(cuts):
+        # row_split(chunk + k, nchunks, n, p, q) with the chunk loop running over [0, nchunks)
+        if not (isinstance(cut, L.Op) and cut.op == "row_split"
+                and cut.args[0] == L.Op("+", (L.Var(chunk.var), L.Const(k, "i64")), "i64")
+                and cut.args[1] == chunk.stop and chunk.start == L.Const(0, "i64")
+                and cut.args[2] == a.shape[0] and cuts[0].args[1:] == cut.args[1:]):
+            return False
+    if rows.start != L.Var(lo.name) or rows.stop != L.Var(hi.name):
+        return False
+    row_body = rows.body
+    for i in range(len(row_body)):
+        plan = _direct_plan(row_body, i, ws_kind, fills)
+        if plan is None:
+            continue
+        end, array, index, ident = plan
+        if (array == a.name and ident is not None and index == (L.Var(rows.var),)
+                and ws_kind[row_body[i].ws].width == a.shape[1]):
+            # everything else the kernel runs, the row's own copy into the array excepted
+            others = (*body[:body.index(chunk)], *chunk.setup, *(x for x in chunk.body if x is not inner[0]),
+                      lo, hi, *row_body[:end + 1], *row_body[end + 2:])
+            return a.name not in L.free_names(others)
+    return False
+
+
 def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
     """(array, leading index) when ``s`` copies the compacted range workspace ``ws``, key by key and without a
     conversion, into ``array[leading..., key]``."""
@@ -1509,6 +1589,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
         for line in header.splitlines():
             p.line(0, "# " + line)
     p.fills = {a.name: a.fill for a in L.walk_stmts(module.host) if isinstance(a, L.Alloc) and a.fill is not None}
+    p.written_whole = _written_whole(module)
     prelude_at = len(p.lines)
     p.lines.append(PRELUDE)
     flags = "{'reassoc'}" if reassoc else "False"
