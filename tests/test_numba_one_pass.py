@@ -193,3 +193,25 @@ def test_a_product_inside_a_repeat_runs_in_the_compiled_host():
     A = _random(60, 60, 0.05, 21, np.float64)
     a = A.toarray()
     np.testing.assert_allclose(kernel(A=A)["C"].toarray(), a @ a @ a @ a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("assembly", ["auto", "two-pass"])
+def test_dense_accumulator_stamps_start_over_without_wrapping(monkeypatch, tmp_path, assembly):
+    """The int32 marks of a dense accumulator are reset when a thread's stamp reaches STAMP_LIMIT; with a
+    limit of 3 that happens every few rows, and a mark left from before the reset must not count as touched
+    (which would merge a row's keys with an earlier row's)."""
+    from sparsedsl.backends.numba import codegen
+
+    monkeypatch.setattr(codegen, "STAMP_LIMIT", 3)
+    src = "input A: csr<f64>[N, N]\noutput C: csr<f64>[N, N]\nC[i, j] = sum[k] A[i, k] * A[k, j]\n"
+    kernel = sd.loads(src, name="stamps").compile(target="numba", assembly=assembly, cache_dir=str(tmp_path))
+    assert "== 3:" in kernel.source
+    rng = np.random.default_rng(5)
+    a = sp.random_array((60, 60), density=0.1, format="csr", rng=rng)
+    got = kernel(A=a)["C"]
+    want = (a @ a).tocsr()
+    want.sort_indices()
+    assert got.has_sorted_indices
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-12)
