@@ -119,7 +119,7 @@ def test_the_product_is_assembled_in_one_pass(compiled):
     (1, 1, 1, 1.0, 2),        # a single entry
     (40, 30, 50, 0.05, 3),    # rectangular, many empty rows
     (300, 300, 300, 0.02, 4),
-    (37, 20, 40_000, 0.002, 5),  # wide: light rows hashed
+    (37, 20, 70_000, 0.002, 5),  # wide: light rows hashed (past 65536 columns)
 ])
 def test_one_pass_equals_two_passes_reference_and_numpy(compiled, m, k, n, density, seed):
     key, one, two, ref = compiled

@@ -121,10 +121,10 @@ def test_spgemm_auto_is_unswitched_and_sorts_rows_through_bitmaps(spgemm):
     assert "dtype=np.int32 if" in src and "ptr_C.astype(idx_C.dtype" in src
 
 
-@pytest.mark.parametrize("n, seed", [(1, 0), (16, 1), (33, 2), (500, 3), (40_000, 4)])
+@pytest.mark.parametrize("n, seed", [(1, 0), (16, 1), (33, 2), (500, 3), (70_000, 4)])
 def test_spgemm_mixed_rows_match_scipy(spgemm, n, seed):
     """Rows of every kind in one product: up to 16 keys (insertion sort), long rows over several bitmap words
-    and summary words (n = 500: 8 words; 40 000: 625 words, 10 summary words), and, past 32768 columns,
+    and summary words (n = 500: 8 words; 70 000: 1094 words, 18 summary words), and, past 65536 columns,
     light rows in the hash table next to heavy rows in the dense accumulator."""
     rng = np.random.default_rng(seed)
     A = _random_csr(n, n, min(1.0, 2.0 / max(n, 1)), seed)

@@ -42,9 +42,11 @@ _FUNCS = {"exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "sqrt": "np.sqr
           "sin": "np.sin", "cos": "np.cos", "floor": "np.floor", "ceil": "np.ceil", "sign": "np.sign",
           "abs": "np.abs", "sigmoid": "_sigmoid", "silu": "_silu", "gelu": "_gelu"}
 INT64_MAX = "9223372036854775807"
-# An ``auto`` accumulator up to this many keys is always dense: its value and mark arrays (16 bytes a key) fit
-# in a core's L2 cache.
-DENSE_WIDTH = 32768
+# An ``auto`` accumulator up to this many keys is always dense: its value and mark arrays (12 bytes a key with
+# f64 values and int32 marks: 768 KiB) fit in a core's 1 MiB L2 cache. Generated SpGEMM on R-MAT 2^16 (65536
+# columns), one process, up to 32768 / 65536: 641 / 551 ms and 659 / 576 (hashing light rows paid a second
+# probe per key to read the values back in key order).
+DENSE_WIDTH = 65536
 # Rows of a gathered dense matrix are prefetched this many keys ahead, when the matrix has more bytes than
 # PREFETCH_BYTES: half again this machine's 1 MiB L2. Measured on the generated SpMM / SDDMM (one process, prefetch
 # on / off, min of 100 calls): ca-HepTh's 2.5 MB rows 0.83 / 1.04 ms and 0.73 / 0.98; wiki-Vote's 1.8 MB 1.23 / 1.36

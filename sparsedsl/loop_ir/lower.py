@@ -484,7 +484,7 @@ class Lowerer:
                 raise Refused(f"'{x.name}' is read before it is computed")
 
     def accumulator(self, target: str) -> str:
-        per_row = ("per row: a dense accumulator when the output has at most 32768 columns (it stays in the "
+        per_row = ("per row: a dense accumulator when the output has at most 65536 columns (it stays in the "
                    "core's cache) or the row's work times 32 reaches the width, a hash table otherwise (few "
                    "touched columns of a wide output); keys are put in order through a bitmap")
         self.acc_reason = per_row
