@@ -308,3 +308,57 @@ def test_rows_walked_by_a_lookup_loop_are_prefetched():
         L = sp.tril(S, -1, format="csr").astype(np.int64)
         assert (L.nnz * 4 > codegen.PREFETCH_BYTES) == (n > 300)
         assert k(A=S)["t"] == int((L @ L.T).multiply(L).sum())
+
+
+def test_spgemm_reads_accumulated_values_where_they_accumulated(spgemm):
+    """The numeric kernel hoists A[i, k] out of the walk of row k, and the dense accumulator's sorted keys
+    index its values directly instead of gathering them into a row first (the hash table still gathers)."""
+    src = spgemm.executable.source
+    fill = src[src.index("def k0_C_fill"):src.index("def k0_C_place")]
+    assert re.search(r"w_c_\d+_inv0 = val_A\[w_c_\d+_p\]", fill)
+    assert "w_ws_val[w_ws_cidx[" in fill
+    assert "w_ws_dcval[w_ws_t] =" not in fill
+    assert "w_ws_hcval[w_ws_t] =" in fill
+    dense = sd.loads(SPGEMM, name="perf_spgemm_direct_dense").compile(target="numba", accumulator="dense")
+    assert "_dcval[w_ws_t] =" not in dense.executable.source
+    hashed = sd.loads(SPGEMM, name="perf_spgemm_direct_hash").compile(target="numba", accumulator="hash")
+    assert "w_ws_val[w_ws_cidx[" not in hashed.executable.source
+
+
+@pytest.mark.parametrize("accumulator", [None, "dense", "hash"])
+def test_spgemm_with_empty_rows_and_columns_and_signed_zeros(accumulator):
+    """Rows of B with no entry (the hoisted A[i, k] is then never read), rows of A with none, and products
+    whose only contribution is -0.0, against scipy; the result's stored zeros keep their sign."""
+    options = {} if accumulator is None else {"accumulator": accumulator}
+    kernel = sd.loads(SPGEMM, name=f"perf_spgemm_zeros_{accumulator}").compile(target="numba", **options)
+    A = sp.csr_array((np.array([5.0, 2.0, -1.0, 3.0, 0.5]), np.array([0, 1, 3, 1, 3]), np.array([0, 3, 3, 4, 5])),
+                     shape=(4, 4))
+    B = sp.csr_array((np.array([-0.0, 4.0, 1.5]), np.array([2, 0, 2]), np.array([0, 0, 1, 1, 3])), shape=(4, 4))
+    C = sp.csr_array(kernel(A=A, B=B)["C"])
+    # row 0: A[0,0] meets B's empty row 0; A[0,1] * B[1,2] = -0.0 plus A[0,3] * B[3,:] = -1 * [4 at 0, 1.5 at 2];
+    # row 2: only 3 * B[1,2] = -0.0
+    np.testing.assert_array_equal(C.indptr, [0, 2, 2, 3, 5])
+    np.testing.assert_array_equal(C.indices, [0, 2, 2, 0, 2])
+    np.testing.assert_array_equal(C.data, [-4.0, -1.5, -0.0, 2.0, 0.75])
+    assert np.signbit(C.data[2])
+    np.testing.assert_allclose(C.toarray(), (A @ B).toarray(), rtol=0, atol=0)
+
+
+def test_value_readers_only_when_nothing_else_reads_the_row():
+    """The readers printed inside an unswitched row: the loops right after the Compact that read its values,
+    unless a later statement reads them too or a reader accumulates into a workspace of its own."""
+    from sparsedsl.backends.numba.codegen import _value_readers
+    from sparsedsl.loop_ir import nodes as L
+
+    cur = L.Cursor("w_c", "w_ws_cidx", L.Const(0, "i64"), L.Var("w_ws_n"))
+    it = L.Iteration("intersect", drivers=(cur,))
+    read = L.Load("w_ws_cval", (L.Var(cur.pos),))
+    copy = L.Forall("x_j", it, (L.Store("out", (L.Var("x_j"),), read),))
+    other = L.Forall("x_j", it, (L.Store("out2", (L.Var("x_j"),), L.Var("x_j")),))
+    accumulating = L.Forall("x_j", it, (L.Accumulate("w_ws2", L.Var("x_j"), "sum", read),))
+    head = (L.Reset("w_ws", L.Const(1, "i64")), L.Compact("w_ws"))
+    assert _value_readers(head + (copy,), 1, "w_ws") == 1
+    assert _value_readers(head + (copy, copy, other), 1, "w_ws") == 2
+    assert _value_readers(head + (copy, L.Set("s", read)), 1, "w_ws") == 0
+    assert _value_readers(head + (accumulating,), 1, "w_ws") == 0
+    assert _value_readers(head + (other,), 1, "w_ws") == 0

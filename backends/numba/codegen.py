@@ -471,6 +471,9 @@ class Printer:
         self.ws_mode: dict[str, str] = {}
         # workspaces whose next Compact may leave the keys unordered
         self.unordered: set[str] = set()
+        # ``auto`` workspaces whose compacted row is read only inside their unswitched row: in its dense
+        # branch the values are read in place (``val[cidx[p]]``) rather than gathered first (see direct_values)
+        self.in_place: set[str] = set()
         # the host statements are being printed into a compiled function (see render_module)
         self.host_jit = False
         # array -> the constant a host Alloc filled it with
@@ -490,6 +493,9 @@ class Printer:
             case L.Const(value=v, dtype=dt):
                 return const(v, dt)
             case L.Load(array=a, index=ix):
+                if a.endswith("_cval") and self.direct_values(a[:-len("_cval")]):
+                    w = a[:-len("_cval")]
+                    return f"{w}_val[{w}_cidx[{self.expr(ix[0])}]]"
                 return f"{a}[{', '.join(self.expr(x) for x in ix)}]"
             case L.Cast(arg=a, dtype=dt):
                 if dt == "bool":
@@ -578,9 +584,13 @@ class Printer:
                 if end is not None:
                     if not body[end].values and end + 1 < len(body) and _counts_keys(body[end + 1], s.ws):
                         self.unordered.add(s.ws)
-                    self.unswitched(body[i:end + 1], s.ws, depth)
+                    readers = _value_readers(body, end, s.ws)
+                    if readers:
+                        self.in_place.add(s.ws)
+                    self.unswitched(body[i:end + 1 + readers], s.ws, depth)
                     self.unordered.discard(s.ws)
-                    i = end + 1
+                    self.in_place.discard(s.ws)
+                    i = end + 1 + readers
                     continue
             if isinstance(s, L.Compact) and not s.values and i + 1 < len(body) and _counts_keys(body[i + 1], s.ws):
                 # only counted afterwards (a symbolic phase): the keys need no ordering
@@ -734,7 +744,7 @@ class Printer:
                 for f in flags:
                     self.line(d + 1, f"{f} = True")
                 body = [b for b in body if not (isinstance(b, L.Set) and b.name in flags)]
-            body, hoisted = _hoist_invariants(body, v, it.followers)
+            body, hoisted = _hoist_invariants(body, _moving(v, it.followers))
             if hoisted:
                 # the parts of the accumulated values that do not change along the loop (an attention
                 # weight, an exp), computed once; only if the loop runs, so that nothing new is evaluated
@@ -799,8 +809,19 @@ class Printer:
         if it.kind == "intersect" and len(drivers) == 1:
             (cur,) = drivers
             start = self.expr(cur.start)
+            body = s.body
             if s.jam is not None:
                 start = self.jammed(s, cur, d)
+            else:
+                body, hoisted = _hoist_invariants(list(body), _moving(v, it.followers) | {cur.pos, cur.found},
+                                                  cur.name)
+                if hoisted:
+                    # SpGEMM's A[i, k] along the walk of row k: LLVM reloads it at every step, since the
+                    # workspace's stores might alias it (a sixth of the numeric kernel on bcsstk13)
+                    self.line(d, f"if {self.expr(cur.stop)} > {start}:")
+                    d += 1
+                    for name, e in hoisted:
+                        self.line(d, f"{name} = {self.expr(e)}")
             self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
             if self.identity_keys(cur.idx):
                 # a compacted range workspace lists every key in order: the position is the key
@@ -810,7 +831,7 @@ class Printer:
                 self.prefetch_rows(s, cur, d + 1)
             self.line(d + 1, f"{cur.found} = True")
             followers(d + 1)
-            self.stmts(s.body, d + 1)
+            self.stmts(body, d + 1)
             return
         for cur in drivers:
             self.line(d, f"{cur.pos} = {self.expr(cur.start)}")
@@ -1268,12 +1289,23 @@ class Printer:
         self.line(d + 2, f"{w}_m += 1")
         self.line(d, f"{w}_n = {w}_m")
 
+    def direct_values(self, w: str) -> bool:
+        """The compacted values of workspace ``w`` are read where they accumulated, at their key
+        (``val[cidx[p]]``), with no gathered copy: always for a dense workspace, and in the dense branch of an
+        ``auto`` one whose readers are printed inside its unswitched row. Reading them in place instead of
+        gathering them into a row first (one more pass over every entry of the result) made SpGEMM's
+        numeric kernel 10-30% faster."""
+        ws = self.ws_kind.get(w)
+        if ws is None:
+            return False
+        return ws.kind == "dense" or (w in self.in_place and self.ws_mode.get(w) == "dense")
+
     def compact_dense(self, s: L.Compact, d: int) -> None:
         w = s.ws
         if w in self.unordered:
             return
         self.sort_keys(f"{w}_list", w, d)
-        if s.values:
+        if s.values and not self.direct_values(w):
             self.line(d, f"for {w}_t in range({w}_n):")
             self.line(d + 1, f"{w}_dcval[{w}_t] = {w}_val[{w}_list[{w}_t]]")
 
@@ -1303,13 +1335,18 @@ class Printer:
             self.line(d + 1, f"{w}_hcval[{w}_t] = {w}_hval[{w}_h]")
 
 
-def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
+def _moving(var: str, followers) -> set[str]:
+    """The names that change along a loop over ``var``: the variable and its followers' positions."""
+    return {var} | {c.pos for c in followers} | {c.found for c in followers}
+
+
+def _hoist_invariants(body: list, moving: set[str], prefix: str | None = None) -> tuple[list, list]:
     """Accumulate values of a loop body made only of accumulations, with each largest operation or load
-    that does not read the loop variable (or a follower's position) replaced by a name computed before the
-    loop."""
+    that reads none of the ``moving`` names replaced by a name (``<prefix>_inv<n>``, by default the first
+    accumulation's workspace) computed before the loop."""
     if not body or not all(isinstance(b, L.Accumulate) and b.value is not None for b in body):
         return body, []
-    moving = {var} | {c.pos for c in followers} | {c.found for c in followers}
+    prefix = prefix or body[0].ws
     hoisted: list[tuple[str, L.Expr]] = []
 
     def visit(e: L.Expr) -> L.Expr:
@@ -1317,7 +1354,7 @@ def _hoist_invariants(body: list, var: str, followers) -> tuple[list, list]:
         # the loop, and LLVM, not knowing that, would repeat it at every step)
         if ((isinstance(e, L.Op) and e.op not in ("select",)) or isinstance(e, L.Load)) \
                 and not (L.expr_names(e) & moving):
-            name = f"{body[0].ws}_inv{len(hoisted)}"
+            name = f"{prefix}_inv{len(hoisted)}"
             hoisted.append((name, e))
             return L.Var(name)
         if isinstance(e, L.Op):
@@ -1514,6 +1551,25 @@ def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
     if key != L.Var(s.var) or any(L.expr_names(x) & moving for x in lead):
         return None
     return store.array, tuple(lead)
+
+
+def _value_readers(body: tuple, end: int, ws: str) -> int:
+    """How many statements right after ``body[end]`` (a Compact of ``ws``) read its compacted values, when
+    they are loops that touch no workspace of their own and nothing later in ``body`` reads them (so that
+    they can be printed in each branch of the unswitched row); 0 otherwise."""
+    cval = f"{ws}_cval"
+    n = 0
+    while end + 1 + n < len(body):
+        s = body[end + 1 + n]
+        if not isinstance(s, L.Forall) or cval not in L.free_names((s,)):
+            break
+        if any(isinstance(x, (L.Workspace, L.Reset, L.Accumulate, L.Compact, L.TopKSelect))
+               for x in L.walk_stmts((s,))):
+            return 0
+        n += 1
+    if n and cval in L.free_names(body[end + 1 + n:]):
+        return 0
+    return n
 
 
 def _is_zero(e: L.Expr) -> bool:
