@@ -362,3 +362,99 @@ def test_value_readers_only_when_nothing_else_reads_the_row():
     assert _value_readers(head + (copy, L.Set("s", read)), 1, "w_ws") == 0
     assert _value_readers(head + (accumulating,), 1, "w_ws") == 0
     assert _value_readers(head + (other,), 1, "w_ws") == 0
+
+
+SPMM_OF = """
+input  A: csr<{dt}>[N, N]
+input  X: dense<{dt}>[N, F]
+output Y: dense<{dt}>[N, F]
+Y[i, f] = {op}[j] A[i, j] * X[j, f]
+"""
+
+
+def test_a_jammed_step_accumulates_once_only_when_reassociating():
+    """The four copies of a jammed SpMM step add their products together first, then to the output element,
+    with ``reassoc`` on; with it off every contribution still goes to the element in the row's order."""
+    program = sd.loads(SPMM_OF.format(dt="f32", op="sum"), name="perf_merge")
+    on = program.compile(target="numba").executable.source
+    off = program.compile(target="numba", reassoc=False).executable.source
+    merged = re.compile(r"w_ws_v = .*x_j_u0.*x_j_u1.*x_j_u2.*x_j_u3")
+    assert merged.search(on)
+    assert not merged.search(off) and "x_j_u3" in off
+
+
+@pytest.mark.parametrize("dt", ["f32", "f64", "i64", "i32"])
+@pytest.mark.parametrize("op", ["sum", "max", "min"])
+def test_merged_steps_match_numpy(dt, op):
+    """Rows of 0 to 11 entries (whole steps of four and remainders) in every accumulating dtype; max and min
+    exactly, NaN included (a NaN product anywhere in a step makes the element NaN, as numpy's maximum does)."""
+    kernel = sd.loads(SPMM_OF.format(dt=dt, op=op), name=f"perf_merge_{dt}_{op}").compile(target="numba")
+    rng = np.random.default_rng(5)
+    n, f = 12, 7
+    counts = np.arange(n) % 12
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.concatenate([np.sort(rng.choice(n, c, replace=False)) for c in counts]).astype(np.int32)
+    npdt = {"f32": np.float32, "f64": np.float64, "i64": np.int64, "i32": np.int32}[dt]
+    data = rng.integers(-4, 5, indptr[-1]).astype(npdt)
+    X = rng.integers(-4, 5, (n, f)).astype(npdt)
+    if dt.startswith("f") and op != "sum":
+        X[3, 2] = np.nan
+    A = sp.csr_array((data, indices, indptr), shape=(n, n))
+    Y = np.asarray(kernel(A=A, X=X)["Y"])
+    dense = A.toarray()
+    expect = np.zeros((n, f), dtype=npdt)
+    for i in range(n):
+        cols = indices[indptr[i]:indptr[i + 1]]
+        if len(cols):
+            prods = dense[i, cols][:, None] * X[cols]
+            expect[i] = {"sum": np.sum, "max": np.max, "min": np.min}[op](prods, axis=0)
+    if dt.startswith("f"):
+        np.testing.assert_allclose(Y, expect, rtol=1e-6 if dt == "f32" else 1e-14, atol=0)
+        assert np.isnan(Y).sum() == np.isnan(expect).sum()
+    else:
+        np.testing.assert_array_equal(Y, expect)
+
+
+def test_f32_exp_is_within_one_ulp_and_keeps_numpys_special_values():
+    """float32 exp is a branch-free polynomial (``_exp32``, so that loops of it vectorize): within one ulp of
+    the exact value over the whole range, subnormal results within one subnormal step, and inf, -inf, NaN,
+    overflow and underflow as numpy gives them."""
+    kernel = sd.loads("input X: dense<f32>[N]\noutput Y: dense<f32>[N]\nY[i] = exp(X[i])\n",
+                      name="perf_exp32").compile(target="numba")
+    assert "_exp32(" in kernel.executable.source
+    rng = np.random.default_rng(3)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-8, -1e-8, 1.0, -1.0,
+                        88.72283172607421875, 88.72283935546875, 89.0, 1000.0,
+                        -87.33654, -100.0, -103.2789, -103.97208, -104.0, -1000.0], dtype=np.float32)
+    X = np.concatenate([special, rng.uniform(-110, 90, 200_000).astype(np.float32),
+                        rng.uniform(-1, 1, 50_000).astype(np.float32)])
+    Y = np.asarray(kernel(X=X)["Y"])
+    with np.errstate(over="ignore"):
+        exact = np.exp(X.astype(np.float64))
+        numpy32 = np.exp(X)
+    np.testing.assert_array_equal(np.isnan(Y), np.isnan(numpy32))
+    np.testing.assert_array_equal(np.isinf(Y), np.isinf(numpy32))
+    normal = np.isfinite(numpy32) & (exact >= np.finfo(np.float32).tiny)
+    ulp = np.spacing(exact[normal].astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(Y[normal] - exact[normal]) / ulp) <= 1.0
+    sub = np.isfinite(exact) & (exact < np.finfo(np.float32).tiny)
+    assert np.max(np.abs(Y[sub] - exact[sub])) <= np.finfo(np.float32).smallest_subnormal
+    assert Y[3] == 1.0 and Y[4] == 1.0 and Y[17] == 0.0 and Y[18] == 0.0
+
+
+def test_attentions_exponentials_run_over_the_cached_row():
+    """The softmax pass of attention reads its cached scores at pos - start with the start read once, and
+    takes its exponentials through _exp32 (LLVM then vectorizes the pass)."""
+    src = sd.loads("""
+input  G: csr<bool>[N, N]
+input  Q: dense<f32>[N, D]
+input  K: dense<f32>[N, D]
+input  V: dense<f32>[N, D]
+output O: dense<f32>[N, D]
+S[i, j] = sum[d] Q[i, d] * K[j, d] where G[i, j]
+P[i, j] = softmax[j] S[i, j]
+O[i, d] = sum[j] P[i, j] * V[j, d]
+""", name="perf_att_exp").compile(target="numba").executable.source
+    m = re.search(r"(w_c_\d+)_s = ptr_G\[x_i\]\n\s*for \1_p in range\(\1_s, ", src)
+    assert m
+    assert re.search(r"_exp32\(np\.float32\(\(w_row\[\(" + m.group(1) + r"_p - " + m.group(1) + r"_s\)\]", src)

@@ -192,6 +192,38 @@ def _gelu(x):
     return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
+@_intrinsic
+def _f32_bits(typingctx, i):
+    """The float32 whose bits are the int32 i."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _llvm_ir.FloatType())
+    return _nbtypes.float32(_nbtypes.int32), codegen
+
+
+@numba.njit(**_JIT)
+def _exp32(x):
+    """exp of a float32, within one ulp, with no branch and no call, so that a loop of them vectorizes
+    (libm's expf is a call per element; softmax's pass of exponentials over a row took a fifth of graph
+    attention). x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts so that r is exact), e**r by Cephes'
+    polynomial, times 2**n as two powers of two so that results between 2**-149 and 2**-126 round once as
+    subnormals. Overflow gives inf, x below -104 gives 0, NaN stays NaN."""
+    c = np.float32(min(max(x, np.float32(-104.0)), np.float32(89.0)))
+    n = np.floor(c * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = c - n * np.float32(0.693359375)
+    r = r - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    k = np.int32(n)
+    h = k >> 1
+    y = p * _f32_bits((h + 127) << 23) * _f32_bits((k - h + 127) << 23)
+    return y if x == x else x
+
+
 @numba.njit(**_JIT)
 def _round_to(x, bits, lowest, biggest):
     """x rounded to ``bits`` significant bits (ties to even), quanta no finer than 2**lowest, beyond
@@ -480,6 +512,10 @@ class Printer:
         self.fills: dict[str, L.Expr] = {}
         # filled arrays that their kernel writes whole anyway (``_written_whole``)
         self.written_whole: set[str] = set()
+        # kernels may reassociate (render_module's ``reassoc``): a jammed step's accumulations merge
+        self.reassoc = False
+        # expressions printed as a name bound before the loop being printed (a walk's row start)
+        self.bound: dict[L.Expr, str] = {}
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -487,6 +523,8 @@ class Printer:
     # ------------------------------------------------------------ expressions
 
     def expr(self, e: L.Expr) -> str:
+        if e in self.bound:
+            return self.bound[e]
         match e:
             case L.Var(name=n):
                 return n
@@ -538,6 +576,8 @@ class Printer:
             text = f"({const(1, dt)} / np.sqrt({a[0]}))"
         elif e.op == "pow":
             text = f"({a[0]} ** {a[1]})" if dt in _FLOATS else f"_ipow({a[0]}, {a[1]})"
+        elif e.op == "exp" and dt == "f32":
+            text = f"_exp32({a[0]})"
         elif e.op in _FUNCS:
             text = f"{_FUNCS[e.op]}({a[0]})"
         else:
@@ -552,6 +592,8 @@ class Printer:
         if not body:
             self.line(depth, "pass")
         body = tuple(body)
+        if self.reassoc:
+            body = _merge_accumulations(body, self.ws_kind)
         i = 0
         while i < len(body):
             s = body[i]
@@ -809,30 +851,49 @@ class Printer:
         if it.kind == "intersect" and len(drivers) == 1:
             (cur,) = drivers
             start = self.expr(cur.start)
-            body = s.body
-            if s.jam is not None:
-                start = self.jammed(s, cur, d)
-            else:
-                body, hoisted = _hoist_invariants(list(body), _moving(v, it.followers) | {cur.pos, cur.found},
-                                                  cur.name)
-                if hoisted:
-                    # SpGEMM's A[i, k] along the walk of row k: LLVM reloads it at every step, since the
-                    # workspace's stores might alias it (a sixth of the numeric kernel on bcsstk13)
-                    self.line(d, f"if {self.expr(cur.stop)} > {start}:")
-                    d += 1
-                    for name, e in hoisted:
-                        self.line(d, f"{name} = {self.expr(e)}")
-            self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
-            if self.identity_keys(cur.idx):
-                # a compacted range workspace lists every key in order: the position is the key
-                self.line(d + 1, f"{v} = {cur.pos}")
-            else:
-                self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
-                self.prefetch_rows(s, cur, d + 1)
-            self.line(d + 1, f"{cur.found} = True")
-            followers(d + 1)
-            self.stmts(body, d + 1)
+            if cur.start not in self.bound and _rereads(s, cur.start):
+                # the body reads the row start (a softmax's cached scores at pos - ptr[i]): read it once, or
+                # LLVM reloads it at every step (a store might change it) and the loop does not vectorize
+                self.line(d, f"{cur.name}_s = {start}")
+                self.bound[cur.start] = start = f"{cur.name}_s"
+                try:
+                    self.walk(s, cur, start, followers, d)
+                finally:
+                    del self.bound[cur.start]
+                return
+            self.walk(s, cur, start, followers, d)
             return
+        self.walks(s, followers, d)
+
+    def walk(self, s: L.Forall, cur: L.Cursor, start: str, followers, d: int) -> None:
+        """The walk of one cursor's segment: jammed, or with what its accumulations do not move hoisted."""
+        it, v, body = s.iteration, s.var, s.body
+        if s.jam is not None:
+            start = self.jammed(s, cur, d)
+        else:
+            body, hoisted = _hoist_invariants(list(body), _moving(v, it.followers) | {cur.pos, cur.found},
+                                              cur.name)
+            if hoisted:
+                # SpGEMM's A[i, k] along the walk of row k: LLVM reloads it at every step, since the
+                # workspace's stores might alias it (a sixth of the numeric kernel on bcsstk13)
+                self.line(d, f"if {self.expr(cur.stop)} > {start}:")
+                d += 1
+                for name, e in hoisted:
+                    self.line(d, f"{name} = {self.expr(e)}")
+        self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
+        if self.identity_keys(cur.idx):
+            # a compacted range workspace lists every key in order: the position is the key
+            self.line(d + 1, f"{v} = {cur.pos}")
+        else:
+            self.line(d + 1, f"{v} = np.int64({cur.idx}[{cur.pos}])")
+            self.prefetch_rows(s, cur, d + 1)
+        self.line(d + 1, f"{cur.found} = True")
+        followers(d + 1)
+        self.stmts(body, d + 1)
+
+    def walks(self, s: L.Forall, followers, d: int) -> None:
+        """Several cursors walked together: their intersection or their union."""
+        it, v, drivers = s.iteration, s.var, s.iteration.drivers
         for cur in drivers:
             self.line(d, f"{cur.pos} = {self.expr(cur.start)}")
             self.line(d, f"{cur.name}_e = {self.expr(cur.stop)}")
@@ -1553,6 +1614,93 @@ def _direct_row(s: L.Stmt, ws: L.Workspace) -> tuple[str, tuple] | None:
     return store.array, tuple(lead)
 
 
+def _rereads(s: L.Forall, e: L.Expr) -> bool:
+    """The body of ``s`` (its jammed body too) reads the load ``e``, and writes nothing ``e`` reads."""
+    if not isinstance(e, L.Load):
+        return False
+    stmts = (*s.body, *(s.jam.body if s.jam is not None else ()))
+    if L.expr_names(e) & _assigned(stmts):
+        return False
+    stack = [x for t in L.walk_stmts(stmts) for x in _stmt_exprs(t)]
+    while stack:
+        x = stack.pop()
+        if x == e:
+            return True
+        stack.extend(L.expr_children(x))
+    return False
+
+
+def _assigned(stmts) -> set[str]:
+    """Every name the statements (nested ones included) assign, define or store into."""
+    out: set[str] = set()
+    for t in L.walk_stmts(stmts):
+        match t:
+            case L.Let(name=n) | L.Set(name=n) | L.Alloc(name=n) | L.Store(array=n):
+                out.add(n)
+            case L.For(var=n) | L.Forall(var=n):
+                out.add(n)
+            case L.Workspace(name=w) | L.Reset(ws=w) | L.Accumulate(ws=w) | L.Compact(ws=w):
+                out.update(L.workspace_arrays(w))
+            case L.TopKSelect() | L.Invoke():
+                out.update(L.free_names((t,)))
+    return out
+
+
+def _stmt_exprs(t: L.Stmt):
+    """The expressions a statement holds directly (its loop bounds and cursors' segments included)."""
+    for f in dataclasses.fields(t):
+        v = getattr(t, f.name)
+        if isinstance(v, L.Expr):
+            yield v
+        elif isinstance(v, tuple):
+            yield from (x for x in v if isinstance(x, L.Expr))
+        elif isinstance(v, L.Iteration):
+            if v.extent is not None:
+                yield v.extent
+            for c in (*v.drivers, *v.followers, *v.lookups):
+                yield c.start
+                yield c.stop
+
+
+_MERGED = {"sum": "+", "max": "max2", "min": "min2"}
+
+
+def _merge_accumulations(body: tuple, ws_kind: dict) -> tuple:
+    """Runs of accumulations into the same key of the same workspace (the copies of a jammed step:
+    attention's and SpMM's ``Y[i, f] += p_u * V[j_u, f]``) as one accumulation of their values combined
+    pairwise: the workspace element is loaded and stored once per step, not once per copy (LLVM cannot keep
+    it in a register, a store to it might change the rows it reads). This reassociates a sum, so it is done
+    only when the kernels may reassociate; max and min are exact in any order. Narrow floats (rounded after
+    every operation) and workspaces a value reads are left alone."""
+    out: list = []
+    run: list = []
+
+    def flush() -> None:
+        if len(run) > 1:
+            dt = ws_kind[run[0].ws].dtype
+            vals = [L.Cast(a.value, dt) for a in run]
+            while len(vals) > 1:
+                vals = [L.Op(_MERGED[run[0].op], tuple(vals[k:k + 2]), dt) if k + 1 < len(vals) else vals[k]
+                        for k in range(0, len(vals), 2)]
+            out.append(replace(run[0], value=vals[0]))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for s in body:
+        ws = ws_kind.get(s.ws) if isinstance(s, L.Accumulate) else None
+        if (ws is None or s.op not in _MERGED or s.value is None or ws.dtype not in ("f32", "f64", "i32", "i64")
+                or L.expr_names(s.value) & set(L.workspace_arrays(s.ws))):
+            flush()
+            out.append(s)
+            continue
+        if run and (run[0].ws, run[0].key, run[0].op) != (s.ws, s.key, s.op):
+            flush()
+        run.append(s)
+    flush()
+    return tuple(out)
+
+
 def _value_readers(body: tuple, end: int, ws: str) -> int:
     """How many statements right after ``body[end]`` (a Compact of ``ws``) read its compacted values, when
     they are loops that touch no workspace of their own and nothing later in ``body`` reads them (so that
@@ -1660,6 +1808,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     prelude_at = len(p.lines)
     p.lines.append(PRELUDE)
     flags = "{'reassoc'}" if reassoc else "False"
+    p.reassoc = reassoc
     p.line(0, f"_KJIT = dict(cache=True, fastmath={flags}, error_model=\"numpy\")")
     for k in module.kernels:
         p.line(0, "")
