@@ -10,6 +10,7 @@ that a change of lowering cannot leave the path untested. No timings here: see b
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,16 +446,8 @@ def test_f32_exp_is_within_one_ulp_and_keeps_numpys_special_values():
 def test_attentions_exponentials_run_over_the_cached_row():
     """The softmax pass of attention reads its cached scores at pos - start with the start read once, and
     takes its exponentials through _exp32 (LLVM then vectorizes the pass)."""
-    src = sd.loads("""
-input  G: csr<bool>[N, N]
-input  Q: dense<f32>[N, D]
-input  K: dense<f32>[N, D]
-input  V: dense<f32>[N, D]
-output O: dense<f32>[N, D]
-S[i, j] = sum[d] Q[i, d] * K[j, d] where G[i, j]
-P[i, j] = softmax[j] S[i, j]
-O[i, d] = sum[j] P[i, j] * V[j, d]
-""", name="perf_att_exp").compile(target="numba").executable.source
+    example = Path(__file__).resolve().parent.parent / "examples" / "graph_attention.sdsl"
+    src = sd.load(str(example)).compile(target="numba").executable.source
     m = re.search(r"(w_c_\d+)_s = ptr_G\[x_i\]\n\s*for \1_p in range\(\1_s, ", src)
     assert m
     assert re.search(r"_exp32\(np\.float32\(\(w_row\[\(" + m.group(1) + r"_p - " + m.group(1) + r"_s\)\]", src)
