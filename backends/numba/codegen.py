@@ -523,7 +523,7 @@ class Printer:
     # ------------------------------------------------------------ expressions
 
     def expr(self, e: L.Expr) -> str:
-        if e in self.bound:
+        if self.bound and e in self.bound:
             return self.bound[e]
         match e:
             case L.Var(name=n):
