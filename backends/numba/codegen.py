@@ -1670,8 +1670,9 @@ def _merge_accumulations(body: tuple, ws_kind: dict) -> tuple:
     attention's and SpMM's ``Y[i, f] += p_u * V[j_u, f]``) as one accumulation of their values combined
     pairwise: the workspace element is loaded and stored once per step, not once per copy (LLVM cannot keep
     it in a register, a store to it might change the rows it reads). This reassociates a sum, so it is done
-    only when the kernels may reassociate; max and min are exact in any order. Narrow floats (rounded after
-    every operation) and workspaces a value reads are left alone."""
+    only when the kernels may reassociate; max and min give the same value in any order (a tie of 0.0 and
+    -0.0 may keep the other zero). Narrow floats (rounded after every operation) and workspaces a value
+    reads are left alone."""
     out: list = []
     run: list = []
 
