@@ -1619,7 +1619,7 @@ def _rereads(s: L.Forall, e: L.Expr) -> bool:
     if not isinstance(e, L.Load):
         return False
     stmts = (*s.body, *(s.jam.body if s.jam is not None else ()))
-    if L.expr_names(e) & _assigned(stmts):
+    if L.expr_names(e) & L.assigned_names(stmts):
         return False
     stack = [x for t in L.walk_stmts(stmts) for x in _stmt_exprs(t)]
     while stack:
@@ -1628,22 +1628,6 @@ def _rereads(s: L.Forall, e: L.Expr) -> bool:
             return True
         stack.extend(L.expr_children(x))
     return False
-
-
-def _assigned(stmts) -> set[str]:
-    """Every name the statements (nested ones included) assign, define or store into."""
-    out: set[str] = set()
-    for t in L.walk_stmts(stmts):
-        match t:
-            case L.Let(name=n) | L.Set(name=n) | L.Alloc(name=n) | L.Store(array=n):
-                out.add(n)
-            case L.For(var=n) | L.Forall(var=n):
-                out.add(n)
-            case L.Workspace(name=w) | L.Reset(ws=w) | L.Accumulate(ws=w) | L.Compact(ws=w):
-                out.update(L.workspace_arrays(w))
-            case L.TopKSelect() | L.Invoke():
-                out.update(L.free_names((t,)))
-    return out
 
 
 def _stmt_exprs(t: L.Stmt):

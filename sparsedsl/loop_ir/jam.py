@@ -96,10 +96,10 @@ def jam_forall(s: L.Forall, kinds: dict) -> L.Forall | None:
         return None
     if guard is not None:
         defining = next(p for p in pre if p.name == guard)
-        if L.expr_names(defining.value) & local or guard in _written(inner.body) | _written(tail):
+        if L.expr_names(defining.value) & local or guard in L.assigned_names(inner.body) | L.assigned_names(tail):
             return None
     front = set().union(*(L.expr_names(p.value) for p in pre)) | _reads(inner) | ({guard} if guard else set())
-    if (_written(tail) - local) & front:
+    if (L.assigned_names(tail) - local) & front:
         return None
     ws_state = set()
     for a in inner.body:
@@ -185,19 +185,6 @@ def _reads(inner: L.Forall) -> set:
             out.add(b.name)
         if isinstance(b, L.Accumulate):
             out |= L.expr_names(b.key)
-    return out
-
-
-def _written(stmts) -> set:
-    """Names the statements assign: locals set, arrays stored into, workspaces accumulated into."""
-    out = set()
-    for t in L.walk_stmts(stmts):
-        if isinstance(t, (L.Let, L.Set)):
-            out.add(t.name)
-        elif isinstance(t, L.Store):
-            out.add(t.array)
-        elif isinstance(t, L.Accumulate):
-            out |= set(L.workspace_arrays(t.ws))
     return out
 
 

@@ -450,6 +450,23 @@ def walk_stmts(stmts):
                 yield from walk_stmts(child)
 
 
+def assigned_names(stmts) -> set[str]:
+    """Every name the statements (nested ones included) assign, define or store into: locals, arrays
+    allocated or stored into, loop variables, and the arrays of the workspaces they declare or update."""
+    out: set[str] = set()
+    for t in walk_stmts(stmts):
+        match t:
+            case Let(name=n) | Set(name=n) | Alloc(name=n) | Store(array=n):
+                out.add(n)
+            case For(var=n) | Forall(var=n):
+                out.add(n)
+            case Workspace(name=w) | Reset(ws=w) | Accumulate(ws=w) | Compact(ws=w):
+                out.update(workspace_arrays(w))
+            case TopKSelect() | Invoke():
+                out.update(free_names((t,)))
+    return out
+
+
 def free_names(body) -> set[str]:
     """Names a statement list reads or writes that it does not define itself (a kernel's parameters)."""
     defined: set[str] = set()
