@@ -88,9 +88,13 @@ def test_spgemm_is_row_wise_with_a_workspace():
     # per phase: a work-count pass (k over A's row, j over B's row k), the accumulation, the compacted row
     assert walks.count(("x_k", "intersect", 1, 0)) == 4
     assert walks.count(("x_j", "intersect", 1, 0)) == 6
-    # one numeric pass (the default): the chunks' bounds (a work count), then one workspace pass
+    # one numeric pass (the default): each row's work (multiply-adds), the chunks cut by its prefix sum and
+    # bounded, then one workspace pass
     m = lower(text)
-    assert [k.name for k in m.kernels] == ["k0_C_bound", "k0_C_fill", "k0_C_place"]
+    assert [k.name for k in m.kernels] == ["k0_C_work", "k0_C_bound", "k0_C_fill", "k0_C_place"]
+    (prefix,) = [s for s in m.host if isinstance(s, L.PrefixSum) and s.src.startswith("w_work")]
+    bound = next(k for k in m.kernels if k.name == "k0_C_bound")
+    assert prefix.dst in bound.params
     assert [w.kind for w in workspaces(m)] == ["auto"]
     walks = kinds(m)
     assert walks.count(("x_k", "intersect", 1, 0)) == 3

@@ -5,6 +5,7 @@ make sure the shape under test is the one that ran."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 
 import networkx as nx
@@ -80,6 +81,42 @@ def test_rows_are_cut_by_work_not_by_count(tmp_path):
     A = sp.csr_array((np.ones(ptr[-1]), np.arange(ptr[-1]) % n, ptr), shape=(n, n))
     X = np.random.default_rng(0).standard_normal((n, 3))
     np.testing.assert_allclose(kernel(A=A, X=X)["Y"], A @ X, rtol=1e-12)
+
+
+def test_spgemm_rows_are_cut_by_multiply_adds(tmp_path, monkeypatch):
+    """A row with few entries whose columns pick heavy rows of B (a hub's neighbours' neighbours) weighs its
+    multiply-adds, not its entries: it gets a chunk of its own, where a split by entries would give it company."""
+    kernel = sd.loads("input A: csr<f64>[N, N]\noutput C: csr<f64>[N, N]\nC[i, j] = sum[k] A[i, k] * A[k, j]\n",
+                      name="par_flops").compile(target="numba")
+    mod = _generated_module(kernel, tmp_path)
+    n = 200
+    rows = [list(range(1, 51))]                                   # 50 entries, 50 * 100 multiply-adds
+    rows += [list(range(51 + r, 151 + r)) for r in range(50)]     # 100 entries, 100 multiply-adds each
+    rows += [[51 + (r + 7) % 149] for r in range(149)]            # 1 entry, 1 multiply-add each
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    A = sp.csr_array((np.arange(1.0, ptr[-1] + 1), np.concatenate(rows), ptr), shape=(n, n))
+    seen = {}
+    original = mod.k0_C_bound
+
+    def spy(*args):
+        original(*args)
+        names = list(inspect.signature(original.py_func).parameters)
+        seen.update(zip(names, args))
+
+    monkeypatch.setattr(mod, "k0_C_bound", spy)
+    out = mod.run(A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data, n)
+    bounds = list(seen["w_bounds"])
+    assert bounds[0] == 0 and bounds[-1] == n and bounds == sorted(bounds) and len(bounds) > 3
+    # row 0 (5000 of the ~10000 multiply-adds) alone in its chunk (the chunks before it are empty)
+    assert min(b for b in bounds if b > 0) == 1
+    # cut by entries (one plus two per entry, as the other row loops are), row 0 would share its chunk
+    by_entries = [mod._row_split(c, len(bounds) - 1, n, A.indptr, A.indptr) for c in range(len(bounds))]
+    assert min(b for b in by_entries if b > 0) > 1
+    expected = (A @ A).sorted_indices()
+    ptr_c, idx_c, val_c = out["C"]
+    np.testing.assert_array_equal(ptr_c, expected.indptr)
+    np.testing.assert_array_equal(idx_c, expected.indices)
+    np.testing.assert_allclose(val_c, expected.data, rtol=1e-12)
 
 
 def test_chunks_are_claimed_and_the_answer_does_not_depend_on_which_thread_ran_them():

@@ -604,8 +604,11 @@ class Lowerer:
         """Assemble a sparse result whose rows come out of a row-wise workspace (SpGEMM's
         ``sum[k] A[i, k] * B[k, j]``) in one numeric pass instead of a symbolic and a numeric one.
 
-        A first, cheap kernel cuts the rows into chunks and bounds each chunk's entries by its rows' work
-        (a row has at most min(its multiply-adds, the width) entries). The numeric kernel then writes each
+        A first kernel counts each row's work (its multiply-adds, SpGEMM's flops); their prefix sum cuts the
+        rows into chunks of about equal work (``row_split`` weighs a row one plus its entries plus its work:
+        on a power-law graph a row's flops can be a thousand times the median's while its entries are not),
+        and a second, cheap kernel bounds each chunk's entries by its rows' work (a row has at most
+        min(its multiply-adds, the width) entries). The numeric kernel then writes each
         chunk's rows one after the other into its own region of scratch arrays of that total size, and
         records the row counts; the row pointer is their prefix sum, and a last kernel copies each chunk's
         region to its place in the result. The symbolic pass cost as much as the product's traversal again
@@ -626,35 +629,62 @@ class Lowerer:
         nch, bounds, ub, off = names.fresh("w_nch"), names.fresh("w_bounds"), names.fresh("w_ub"), names.fresh("w_off")
         total, pos, start = names.fresh("w_bound"), names.fresh("w_pos"), names.fresh("w_start")
         tidx, tval = names.fresh("w_tidx"), names.fresh("w_tval")
+        work, workptr = names.fresh("w_work"), names.fresh("w_workptr")
         width = self.ranges[col]
-        chunks = {"bounds": bounds, "write": True,
+        chunks = {"bounds": bounds, "write": True, "weights": workptr,
                   "init": (lambda ch: L.Let(total, "i64", I64_ZERO),),
                   "fini": (lambda ch: L.Store(ub, (ch,), L.Var(total)),)}
+
+        def row_work(c: Ctx, b: list[L.Stmt]) -> str:
+            """Count the row's multiply-adds into a fresh variable (the loop over a compressed row that only
+            counts becomes one subtraction of its row pointers); returns its name."""
+            flops = names.fresh("w_flops")
+            b.append(L.Let(flops, "i64", I64_ZERO))
+            self.workspace_nest(r, col, c.with_(pattern=not _reads_values(r.body)), b,
+                                lambda cc, val, bb: bb.append(
+                                    L.Set(flops, L.Op("+", (L.Var(flops), I64_ONE), "i64"))))
+            return flops
+
+        def work_body() -> list[L.Stmt]:
+            body: list[L.Stmt] = []
+
+            def per_row(c: Ctx, b: list[L.Stmt]) -> None:
+                b.append(L.Store(work, (L.Var(index_name(row)),), L.Var(row_work(c, b))))
+
+            self.forall(row, [st.value], Ctx(pattern=True), body, per_row, outer=True)
+            return body
 
         def bound_body() -> list[L.Stmt]:
             body: list[L.Stmt] = []
 
             def per_row(c: Ctx, b: list[L.Stmt]) -> None:
-                flops = names.fresh("w_flops")
-                b.append(L.Let(flops, "i64", I64_ZERO))
-                self.workspace_nest(r, col, c.with_(pattern=not _reads_values(r.body)), b,
-                                    lambda cc, val, bb: bb.append(
-                                        L.Set(flops, L.Op("+", (L.Var(flops), I64_ONE), "i64"))))
-                b.append(L.Set(total, L.Op("+", (L.Var(total), L.Op("min2", (L.Var(flops), width), "i64")), "i64")))
+                flops = L.Load(work, (L.Var(index_name(row)),))
+                b.append(L.Set(total, L.Op("+", (L.Var(total), L.Op("min2", (flops, width), "i64")), "i64")))
 
             self._chunks = chunks
-            self.forall(row, [st.value], Ctx(pattern=True), body, per_row, outer=True)
+            self.forall(row, [], Ctx(pattern=True), body, per_row, outer=True)
             self._chunks = None
             return body
 
+        counted = self.kernel_body(work_body)
+        parallel = self._parallel
         body = self.kernel_body(bound_body)
         if not chunks.get("written"):
             return False
         self.notes.append((st.target, "assembly", "one pass",
                            "its rows come out of a workspace: each chunk of rows is written once into scratch "
                            "bounded by the rows' work, then copied into place (no symbolic pass)", st.span))
+        self.notes.append((st.target, "partition", "by work",
+                           "the threads take chunks of contiguous rows of about equal work, a row weighing one "
+                           "plus its stored entries plus its multiply-adds (counted by a first pass): a heavy "
+                           "row of a power-law graph gets a chunk of its own", st.span))
         n = self.ranges[row]
         host = self.host
+        host.append(L.Alloc(work, "i64", (n,), span=st.span))
+        self.add_kernel(base + "_work", counted, parallel, st)
+        host.append(L.Invoke(base + "_work", self.kernel_params(base + "_work"), span=st.span))
+        host.append(L.Alloc(workptr, "i64", (L.Op("+", (n, I64_ONE), "i64"),), span=st.span))
+        host.append(L.PrefixSum(workptr, work, span=st.span))
         host.append(L.Let(nch, "i64", chunk_count(n), span=st.span))
         host.append(L.Alloc(bounds, "i64", (L.Op("+", (L.Var(nch), I64_ONE), "i64"),), I64_ZERO, span=st.span))
         host.append(L.Alloc(ub, "i64", (L.Var(nch),), span=st.span))
@@ -1062,10 +1092,11 @@ class Lowerer:
                            L.Let(hi, "i64", L.Load(b, (L.Op("+", (L.Var(chunk), I64_ONE), "i64"),))),
                            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
             count = I64_ONE
-        elif ptrs:
+        elif ptrs or (chunks is not None and chunks.get("weights")):
             # rows walk compressed rows: contiguous ranges of equal work (rows plus entries), so that a few
-            # heavy rows of a power-law graph do not leave the other threads idle
-            p, q = (ptrs * 2)[:2]
+            # heavy rows of a power-law graph do not leave the other threads idle; one_pass gives the prefix
+            # sum of each row's multiply-adds instead (a row then weighs one plus twice its work)
+            p, q = (ptrs * 2)[:2] if not (chunks and chunks.get("weights")) else (chunks["weights"],) * 2
             at = [L.Op("row_split", (L.Op("+", (L.Var(chunk), L.Const(k, "i64")), "i64"), L.Var(nchunks), extent,
                                      L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
             blocks_body = (L.Let(lo, "i64", at[0]), L.Let(hi, "i64", at[1]),
