@@ -605,7 +605,7 @@ class Lowerer:
         ``sum[k] A[i, k] * B[k, j]``) in one numeric pass instead of a symbolic and a numeric one.
 
         A first kernel counts each row's work (its multiply-adds, SpGEMM's flops); their prefix sum cuts the
-        rows into chunks of about equal work (``row_split`` weighs a row one plus its entries plus its work:
+        rows into chunks of about equal work (``row_split`` weighs a row one plus twice its work:
         on a power-law graph a row's flops can be a thousand times the median's while its entries are not),
         and a second, cheap kernel bounds each chunk's entries by its rows' work (a row has at most
         min(its multiply-adds, the width) entries). The numeric kernel then writes each
@@ -676,8 +676,8 @@ class Lowerer:
                            "bounded by the rows' work, then copied into place (no symbolic pass)", st.span))
         self.notes.append((st.target, "partition", "by work",
                            "the threads take chunks of contiguous rows of about equal work, a row weighing one "
-                           "plus its stored entries plus its multiply-adds (counted by a first pass): a heavy "
-                           "row of a power-law graph gets a chunk of its own", st.span))
+                           "plus twice its multiply-adds (counted by a first pass): a heavy row of a power-law "
+                           "graph gets a chunk of its own", st.span))
         n = self.ranges[row]
         host = self.host
         host.append(L.Alloc(work, "i64", (n,), span=st.span))
@@ -1085,6 +1085,7 @@ class Lowerer:
         prologue = self._prologue
         self._prologue = saved
         ptrs = _row_pointers(rows, index_name(v))
+        weights = chunks.get("weights") if chunks is not None else None
         if chunks is not None and not chunks["write"]:
             # the ranges another kernel of this statement chose (one_pass): its chunks are this one's
             b = chunks["bounds"]
@@ -1092,11 +1093,11 @@ class Lowerer:
                            L.Let(hi, "i64", L.Load(b, (L.Op("+", (L.Var(chunk), I64_ONE), "i64"),))),
                            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
             count = I64_ONE
-        elif ptrs or (chunks is not None and chunks.get("weights")):
+        elif ptrs or weights:
             # rows walk compressed rows: contiguous ranges of equal work (rows plus entries), so that a few
             # heavy rows of a power-law graph do not leave the other threads idle; one_pass gives the prefix
             # sum of each row's multiply-adds instead (a row then weighs one plus twice its work)
-            p, q = (ptrs * 2)[:2] if not (chunks and chunks.get("weights")) else (chunks["weights"],) * 2
+            p, q = (weights, weights) if weights else (ptrs * 2)[:2]
             at = [L.Op("row_split", (L.Op("+", (L.Var(chunk), L.Const(k, "i64")), "i64"), L.Var(nchunks), extent,
                                      L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
             blocks_body = (L.Let(lo, "i64", at[0]), L.Let(hi, "i64", at[1]),
