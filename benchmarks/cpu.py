@@ -56,9 +56,10 @@ RMAT_PROBABILITIES = (0.45, 0.15, 0.15)
 # `sdsl run` (the compiled code without binding) is timed only for calls shorter than this: it exists to show
 # the fixed per-call overhead, which longer calls hide, and timing it doubles sparsedsl's share of the run.
 OVERHEAD_VISIBLE_BELOW = 1.0
-# SpGEMM's work grows faster than its input: A·A of R-MAT 2^18 (271 MFLOP, 135 M output entries) takes
-# 10-30 s per call per library, over eight minutes for the one case. Larger SpGEMMs are left out by default.
-MAX_SPGEMM_MFLOP = 100.0
+# SpGEMM's work grows faster than its input: A·A of R-MAT 2^18 (271 MFLOP, 133 M output entries) takes 3-10 s
+# per call per library and 5 GB. The issue asks for every kernel on 2^18, so no case is left out by default;
+# `--max-spgemm-mflop 100` leaves it out for a shorter run.
+MAX_SPGEMM_MFLOP = float("inf")
 SEEDS = {"rmat": 2026, "features": 7, "er": 11}
 KNOWN_TRIANGLES = {"ego-Facebook": 1_612_010, "ca-HepTh": 28_339, "bcsstk13": 342_300}
 # Normwise tolerance of a float result against the float64 reference, by the kernel's working precision:
@@ -821,7 +822,7 @@ def parse_args(argv) -> argparse.Namespace:
                         help="also an Erdős–Rényi matrix of N rows (average degree 8), named er-N")
     parser.add_argument("--rmat-probabilities", default=",".join(map(str, RMAT_PROBABILITIES)),
                         metavar="A,B,C", help="R-MAT quadrant probabilities (default %(default)s)")
-    parser.add_argument("--max-call-seconds", type=float, default=10.0,
+    parser.add_argument("--max-call-seconds", type=float, default=30.0,
                         help="skip timing a library whose warm-up call took longer (default %(default)s)")
     parser.add_argument("--max-spgemm-mflop", type=float, default=MAX_SPGEMM_MFLOP,
                         help="skip SpGEMM cases of more MFLOP (default %(default)s; 'inf' for none)")
