@@ -51,11 +51,12 @@ BACKENDS: Mapping[str, str] = MappingProxyType({
 TARGETS: tuple[str, ...] = tuple(BACKENDS)
 
 
-def run_passes(program: nodes.Program, fusion: bool = True):
-    """The optimization pipeline (``sparsedsl.passes.pipeline``): ``(program', decisions for explain)``."""
+def run_passes(program: nodes.Program, fusion: bool = True, stats=None):
+    """The optimization pipeline (``sparsedsl.passes.pipeline``): ``(program', decisions for explain)``;
+    ``stats`` (``passes.density.Statistics``) describes the inputs the program will run on."""
     from sparsedsl.passes.pipeline import run_passes as pipeline
 
-    return pipeline(program, fusion)
+    return pipeline(program, fusion, stats)
 
 
 def backend_module(target: str):
@@ -237,22 +238,50 @@ class Program:
         program = self._program()
         return IR(run_passes(program)[0] if optimized else program)
 
-    def compile(self, target: str = "ref", **options) -> Kernel:
-        """Compile for ``target`` (``ref``, ``numba``, ``triton``, ``piuma``); repeated calls reuse the result."""
-        key = (target, repr(sorted(options.items())))
+    def compile(self, target: str = "ref", like: Mapping[str, Any] | None = None, **options) -> Kernel:
+        """Compile for ``target`` (``ref``, ``numba``, ``triton``, ``piuma``); repeated calls reuse the result.
+
+        ``like``: example inputs by name (any subset, as a call takes them). Their shapes and stored-entry
+        counts guide format selection (an intermediate estimated to be nearly full is stored as a bitmap);
+        the kernel still runs on any inputs, only its speed depends on how alike they are."""
+        stats = self._statistics(like)[0] if like else None
+        key = (target, repr(sorted(options.items())), stats.key() if stats is not None else None)
         kernel = self._kernels.get(key)
         if kernel is None:
             program = self._program()
             backend = backend_module(target)
             start = time.perf_counter()
-            lowered, _decisions = run_passes(program)
+            lowered, _decisions = run_passes(program, stats=stats)
             if target == "ref":
                 # the oracle runs the program as written (the passes above still validated its schedules)
-                lowered, _decisions = run_passes(program, fusion=False)
+                lowered, _decisions = run_passes(program, fusion=False, stats=stats)
             executable = backend.compile(lowered, dict(options))
             kernel = Kernel(self, target, options, executable, lowered, time.perf_counter() - start)
             self._kernels[key] = kernel
         return kernel
+
+    def _statistics(self, inputs: Mapping[str, Any]):
+        """Bind (and validate) any subset of the inputs: ``(Statistics for the passes, sizes they bind)``."""
+        from sparsedsl.passes.density import InputStats, Statistics
+        from sparsedsl.runtime.convert import bind_value
+
+        program = self._program()
+        decls = {d.name: d for d in program.inputs}
+        sizes: dict[str, int] = {}
+        bound_by: dict[str, str] = {}
+        found: dict[str, InputStats] = {}
+        for name, value in inputs.items():
+            if name not in decls:
+                first = next(iter(decls.values()), None)
+                raise SdslInputError(f"{self.name} has no input named '{name}' "
+                                     f"(inputs: {', '.join(decls) or 'none'})",
+                                     first.span if first is not None else program.span)
+            try:
+                tensor = bind_value(value, name, decls[name].type, sizes, bound_by)
+            except SdslInputError as err:
+                raise SdslInputError(err.message, err.span or decls[name].span, err.notes) from None
+            found[name] = InputStats(tuple(int(x) for x in tensor.shape), int(tensor.nnz))
+        return Statistics(dict(sizes), found), sizes
 
     def function(self, name: str) -> "Program":
         """The def ``name`` of this file as a program: its parameters are the inputs, its result the output."""
@@ -276,26 +305,14 @@ class Program:
                 lines.extend(self.function(name).explain().splitlines()[1:])
             return "\n".join(lines)
         lines = [f"program {self.name}"]
+        stats = None
         if inputs:
-            from sparsedsl.runtime.convert import bind_value
-
-            # Any subset of the inputs may be given: each binds (and validates) the sizes it carries.
-            decls = {d.name: d for d in self._ir.inputs}
-            sizes: dict[str, int] = {}
-            bound_by: dict[str, str] = {}
-            for name, value in inputs.items():
-                if name not in decls:
-                    first = next(iter(decls.values()), None)
-                    raise SdslInputError(f"{self.name} has no input named '{name}' "
-                                         f"(inputs: {', '.join(decls) or 'none'})",
-                                         first.span if first is not None else self._ir.span)
-                try:
-                    bind_value(value, name, decls[name].type, sizes, bound_by)
-                except SdslInputError as err:
-                    raise SdslInputError(err.message, err.span or decls[name].span, err.notes) from None
+            # Any subset of the inputs may be given: each binds (and validates) the sizes it carries, and
+            # their statistics drive format selection as they would for `compile(like=...)`.
+            stats, sizes = self._statistics(inputs)
             if sizes:
                 lines.append("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
-        lowered, decisions = run_passes(self._ir)
+        lowered, decisions = run_passes(self._ir, stats=stats)
         reasons = {d.subject: d.reason for d in decisions if d.kind == "format"}
         fused = {d.subject: d for d in decisions if d.kind == "fusion"}
         kept = {d.name: d for d in lowered.decls}

@@ -146,10 +146,12 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
-def _run_and_report(args, program: api.Program, kernel: api.Kernel) -> int:
+def _run_and_report(args, program: api.Program, compile_for) -> int:
+    """``compile_for(values)``: the kernel to run on the inputs read from the command line."""
     from sparsedsl.runtime.io import write_output
 
     values = _read_inputs(program, args.input, args.size)
+    kernel = compile_for(values)
     start = time.perf_counter()
     results = kernel.run_tensors(**values)
     run_seconds = time.perf_counter() - start
@@ -168,7 +170,8 @@ def _run_and_report(args, program: api.Program, kernel: api.Kernel) -> int:
 
 def cmd_run(args) -> int:
     program = api.load(args.file)
-    return _run_and_report(args, program, program.compile(args.target))
+    # the inputs are known before compiling: their statistics guide format selection (compile(like=...))
+    return _run_and_report(args, program, lambda values: program.compile(args.target, like=values))
 
 
 def cmd_sim(args) -> int:
@@ -181,7 +184,7 @@ def cmd_sim(args) -> int:
         options["set"] = dict(args.set)
     program = api.load(args.file)
     kernel = program.compile("piuma", **options)
-    status = _run_and_report(args, program, kernel)
+    status = _run_and_report(args, program, lambda values: kernel)
     if args.report is not None:
         kernel.executable.write_report(Path(args.report))
     if args.plot is not None:

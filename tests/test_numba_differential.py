@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
 import sparsedsl as sd
@@ -308,12 +308,14 @@ def _reduces(e: T.Expr) -> set[str]:
     return found
 
 
-def differential(source: str, input_sets, cache_dir: str) -> int:
+def differential(source: str, input_sets, cache_dir: str, like_first: bool = False) -> int:
     """Run ``source`` on both targets for every input set; raises on any difference, returns how many input
-    sets were compared. ``SdslTargetError`` (a refusal) propagates to the caller."""
+    sets were compared. ``SdslTargetError`` (a refusal) propagates to the caller. ``like_first``: the numba
+    kernel is compiled for the first input set's statistics (``compile(like=...)``)."""
     program = sd.loads(source, name="generated")
     ref = program.compile(target="ref")
-    fast = program.compile(target="numba", parallel=False, cache_dir=cache_dir)
+    like = make_inputs(program, input_sets[0]) if like_first else None
+    fast = program.compile(target="numba", like=like, parallel=False, cache_dir=cache_dir)
     compared = 0
     for inputs in input_sets:
         compared += 1
@@ -363,6 +365,29 @@ def test_numba_matches_reference(cache_dir):
     assert runs and min(runs) >= 1
     assert not refusals, (f"the numba target refused {len(refusals)} of {len(refusals) + len(runs)} generated "
                           "programs:\n\n" + "\n\n".join(refusals))
+
+
+def test_bitmap_intermediates_match_reference(cache_dir, monkeypatch):
+    """Format selection with the bitmap threshold at 0 and the first input set's statistics: programs with an
+    intermediate stored as a bitmap (others are drawn again: no JIT for them) against the reference."""
+    from sparsedsl.passes import formats
+
+    monkeypatch.setattr(formats, "BITMAP_DENSITY", 0.0)
+    compared: list[int] = []
+
+    @settings(max_examples=12, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate),
+              suppress_health_check=list(HealthCheck))
+    @given(programs())
+    def check(case):
+        program = sd.loads(case.source, name="generated")
+        stats = program._statistics(make_inputs(program, case.input_sets[0]))[0]
+        lowered = sd.api.run_passes(program.ir().program, stats=stats)[0]
+        assume(any(d.storage is not None and d.storage.name == "bitmap" for d in lowered.decls))
+        note(case.source)
+        compared.append(differential(case.source, case.input_sets, cache_dir, like_first=True))
+
+    check()
+    assert compared and min(compared) >= 1
 
 
 # ---------------------------------------------------------------- regressions found by the generator

@@ -49,3 +49,71 @@ def test_schedule_format_is_kept():
 def test_passes_do_not_change_statements():
     before, after, _ = run(ATTENTION)
     assert before.body == after.body
+
+
+# ---------------------------------------------------------------- with bound inputs' statistics
+
+from sparsedsl.passes.density import InputStats, Statistics  # noqa: E402
+from sparsedsl.passes.formats import BITMAP_DENSITY, select_formats  # noqa: E402
+
+PRODUCT = """input A: csr<f64>[n, n]
+input B: csr<f64>[n, n]
+output C: csr<f64>[n, n]
+output r: dense<f64>[n]
+T[i, j] = sum[k] A[i, k] * B[k, j]
+C[i, j] = T[i, j] * A[i, j]
+r[i] = sum[j] T[i, j]
+"""
+
+
+def with_stats(src: str, n: int, nnz: int, **kw):
+    prog = check_module(parse(src, "p.sdsl"), ModuleLoader([], use_env=False))
+    stats = Statistics({"n": n}, {"A": InputStats((n, n), nnz), "B": InputStats((n, n), nnz)})
+    return select_formats(prog, stats, **kw)
+
+
+def test_a_nearly_full_intermediate_is_a_bitmap():
+    after, decisions = with_stats(PRODUCT, 1000, 40_000)  # 4% each: A·B estimated 80% present
+    assert after.decl("T").storage.name == "bitmap"
+    assert after.decl("T").type.format.name == "auto"  # semantics untouched: presence kept exactly
+    reason = next(d.reason for d in decisions if d.subject == "T")
+    assert "estimated 79.8% present" in reason and "bound inputs" in reason
+    assert with_stats(PRODUCT, 1000, 20_000)[0].decl("T").storage.name == "csr"  # 33%: below the threshold
+
+
+def test_a_sparse_intermediate_stays_compressed_and_says_its_estimate():
+    after, decisions = with_stats(PRODUCT, 1000, 5_000)  # 0.5% each: 2.5% present
+    assert after.decl("T").storage.name == "csr"
+    reason = next(d.reason for d in decisions if d.subject == "T")
+    assert "estimated 2.47% present" in reason
+
+
+def test_the_threshold_and_the_size_cap_decide():
+    assert with_stats(PRODUCT, 1000, 40_000, bitmap_density=0.9)[0].decl("T").storage.name == "csr"
+    assert with_stats(PRODUCT, 1000, 5_000, bitmap_density=0.0)[0].decl("T").storage.name == "bitmap"
+    # 2^14 × 2^14 coordinates is over the cap however dense: the bitmap would be gigabytes
+    assert with_stats(PRODUCT, 1 << 14, 1 << 24, bitmap_density=0.0)[0].decl("T").storage.name == "csr"
+    assert 0 < BITMAP_DENSITY < 1
+
+
+def test_without_statistics_nothing_changes():
+    _, after, _ = run(PRODUCT)
+    assert after.decl("T").storage.name == "csr"
+
+
+def test_a_matrix_read_against_its_rows_is_a_bitmap_at_any_density():
+    src = PRODUCT.replace("C[i, j] = T[i, j] * A[i, j]", "C[i, j] = T[i, j] + T[j, i]")
+    after, decisions = with_stats(src, 1000, 1_000)  # 0.1% each: A·B 0.1% present
+    assert after.decl("T").storage.name == "bitmap"
+    reason = next(d.reason for d in decisions if d.subject == "T")
+    assert "T[j, i] at line 6 reads it against its rows" in reason
+    # the column reads that chose csc without statistics are against the rows too
+    cols = ("input A: csr<f32>[M, K]\ninput X: dense<f32>[M, F]\noutput Y\n"
+            "T[i, k] = A[i, k] * 2.0\nY[k, f] = sum[i] T[i, k] * X[i, f]\n")
+    prog = check_module(parse(cols, "p.sdsl"), ModuleLoader([], use_env=False))
+    stats = Statistics({"M": 50, "K": 40, "F": 8}, {"A": InputStats((50, 40), 30)})
+    assert select_formats(prog, stats)[0].decl("T").storage.name == "bitmap"
+    # rows walked in order (T[k, j] of a product, T[i, j] element-wise) are not against them
+    assert with_stats(PRODUCT, 1000, 1_000)[0].decl("T").storage.name == "csr"
+    # without sizes there is no bound on the bitmap's memory: compressed, as before
+    assert run(src)[1].decl("T").storage.name == "csr"

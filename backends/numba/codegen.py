@@ -686,6 +686,8 @@ class Printer:
                 shape = "(" + ", ".join(self.expr(x) for x in sh) + ("," if len(sh) == 1 else "") + ")"
                 dtype = NP_TYPE[dt] if nw is None else f"np.int32 if {self.expr(nw)} < 2147483648 else np.int64"
                 self.line(d, f"{n} = _scratch({n!r}, {shape}, {dtype})")
+                if f is not None:
+                    self.line(d, f"{n}.fill({self.expr(f)})")
             case L.Alloc(name=n, dtype=dt, shape=sh, fill=f, narrow=nw):
                 shape = "(" + ", ".join(self.expr(x) for x in sh) + ("," if len(sh) == 1 else "") + ")"
                 if nw is not None and f is None and not self.host_jit:
@@ -1365,7 +1367,8 @@ class Printer:
         w = s.ws
         if w in self.unordered:
             return
-        self.sort_keys(f"{w}_list", w, d)
+        if s.ordered:
+            self.sort_keys(f"{w}_list", w, d)
         if s.values and not self.direct_values(w):
             self.line(d, f"for {w}_t in range({w}_n):")
             self.line(d + 1, f"{w}_dcval[{w}_t] = {w}_val[{w}_list[{w}_t]]")
@@ -1382,7 +1385,9 @@ class Printer:
         w = s.ws
         if w in self.unordered:
             return
-        if self.ws_kind[w].kind == "auto":
+        if not s.ordered:
+            pass  # read in the order touched (loop_ir/unordered.py)
+        elif self.ws_kind[w].kind == "auto":
             self.sort_keys(f"{w}_hlist", w, d)
         else:
             # (a hash workspace may be far wider than any bitmap should be)

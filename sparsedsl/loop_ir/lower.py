@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
 from sparsedsl.loop_ir import nodes as L
+from sparsedsl.loop_ir.unordered import unorder_compacts
 from sparsedsl.tensor_ir import nodes as T
 from sparsedsl.tensor_ir.presence import is_full
 from sparsedsl.tensor_ir.types import FLOAT_DTYPES, Dim, is_float, is_int, promote
@@ -307,7 +308,8 @@ class Lowerer:
             return Storage(st.target, "dense", dtype, shape)
         if full and (fmt is None or fmt.name == "auto"):
             return Storage(st.target, "dense", dtype, shape)
-        if rank == 2:
+        # format selection found it nearly full from the bound inputs' statistics (passes/formats.py)
+        if rank == 2 and not (decl is not None and decl.storage is not None and decl.storage.name == "bitmap"):
             return Storage(st.target, "csr", dtype, shape)
         return Storage(st.target, "bitmap", dtype, shape)
 
@@ -572,10 +574,21 @@ class Lowerer:
                 self.add_kernel(base + "_fill", fill_body, self._parallel, st)
                 self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
         else:
-            self.host.append(L.Alloc(out.val, out.dtype, shape, fill, span=st.span))
+            # A bitmap's values are read only where its presence flag is set: they need no clearing. An
+            # intermediate bitmap assigned once is scratch: its memory is kept for the next call, so that its
+            # pages are not faulted in again (most of a bitmap's cost over compressed rows at 25-60% density).
+            scratch = out.kind == "bitmap" and decl is not None and decl.kind == "temp" \
+                and st.target not in self.varying
+            self.host.append(L.Alloc(out.val, out.dtype, shape, None if out.kind == "bitmap" else fill,
+                                     keep=scratch, span=st.span))
             if out.kind == "bitmap":
-                self.host.append(L.Alloc(out.mask, "bool", shape, FALSE, span=st.span))
-            body = self.kernel_body(lambda: self.levels(st, out, "store", None))
+                self.host.append(L.Alloc(out.mask, "bool", shape, FALSE, keep=scratch, span=st.span))
+            # written by coordinate: a row-wise reduction walked on its own needs no key order
+            body = list(unorder_compacts(self.kernel_body(lambda: self.levels(st, out, "store", None))))
+            if any(isinstance(x, L.Compact) and not x.ordered for x in L.walk_stmts(body)):
+                self.notes.append((st.target, "key order", "as touched",
+                                   f"its rows are written by coordinate into a {out.kind} result and merged with "
+                                   "nothing: they are not put in order", st.span))
             self.add_kernel(base, body, self._parallel, st)
             self.host.append(L.Invoke(base, self.kernel_params(base), span=st.span))
         if out.kind in ("csr", "bitmap") and st.target not in self.varying and st.value.dtype == out.dtype:

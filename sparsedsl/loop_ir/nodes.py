@@ -182,8 +182,8 @@ class Alloc(Stmt):
     ``narrow``, on an i64 index array of a sparse result: the array may be int32 instead when this value is
     below 2**31 (it bounds every index stored and the entry count), as scipy's own index arrays are.
 
-    ``keep``: scratch (uninitialized, never a result) whose memory the host may keep for the next call, so
-    that a large scratch array is not page-faulted in again on every call."""
+    ``keep``: scratch (never a result; uninitialized unless ``fill`` is given) whose memory the host may keep
+    for the next call, so that a large scratch array is not page-faulted in again on every call."""
 
     name: str
     dtype: str
@@ -288,10 +288,14 @@ class Accumulate(Stmt):
 
 @dataclass(frozen=True)
 class Compact(Stmt):
-    """Sort the touched keys of ``ws`` into ``<ws>_cidx[0:<ws>_n]`` (and values into ``<ws>_cval``)."""
+    """Sort the touched keys of ``ws`` into ``<ws>_cidx[0:<ws>_n]`` (and values into ``<ws>_cval``).
+
+    ``ordered=False``: the keys may stay in the order they were touched (``loop_ir/unordered.py``: nothing
+    merges the row with another and its entries go to coordinates of a dense or bitmap result)."""
 
     ws: str
     values: bool = True
+    ordered: bool = True
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,8 @@ def format_stmts(body, depth: int = 0) -> list[str]:
             case L.Accumulate(ws=w, key=k, op=op, value=v):
                 val = "" if v is None else f" {format_expr(v)}"
                 out.append(f"{pad}{w}[{format_expr(k)}] {op}={val}")
-            case L.Compact(ws=w, values=vals):
-                out.append(f"{pad}compact {w}" + ("" if vals else " (pattern)"))
+            case L.Compact(ws=w, values=vals, ordered=ordered):
+                out.append(f"{pad}compact {w}" + ("" if vals else " (pattern)") + ("" if ordered else " (unordered)"))
             case L.Invoke(kernel=k, args=args, results=res):
                 lhs = f"{', '.join(res)} = " if res else ""
                 out.append(f"{pad}{lhs}{k}({', '.join(args)})")

@@ -8,6 +8,14 @@ Rewrite: ``temp T: auto<dt>[...]`` gets ``storage FMT`` with a recorded reason. 
   store every coordinate plus index arrays;
 * a matrix that every later statement reads by columns (``T[k, i]`` with ``k`` reduced and ``i`` free on the
   left) → csc, so those reads walk compressed columns;
+* with bound inputs' statistics (``explain`` with inputs, ``sparsedsl run``, ``compile(like=...)``), a tensor
+  of at most ``BITMAP_MAX_SIZE`` coordinates at the bound sizes → bitmap, a storage-only layout (values at
+  every coordinate plus a presence array), when it is estimated at least ``BITMAP_DENSITY`` present
+  (``density.py``; a presence byte per coordinate then costs less than an index per entry and a row-wise
+  product writes its rows without ordering them), or when a later statement reads it against its rows
+  (``T[j, i]`` inside a loop over ``i``: each read is one load instead of a search in row ``j``).
+  benchmarks/formats.py measured both: parity with compressed rows at 55-60% density, 1.1-1.4× faster at
+  95%; a transposed read 4-11× faster at any density;
 * any other matrix → csr (rows are what row-wise products and row reductions walk);
 * a vector or a tensor of rank 3 or more → coo.
 
@@ -15,12 +23,19 @@ A ``schedule T: format ...`` directive has already fixed the format in the check
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from sparsedsl.core.errors import Span
+from sparsedsl.passes.density import Statistics, estimate_densities
 from sparsedsl.tensor_ir import nodes as N
 from sparsedsl.tensor_ir.presence import is_full
 from sparsedsl.tensor_ir.types import DENSE, Format
+
+# storage only (never a declared format): dense values and a presence flag per coordinate
+BITMAP = Format("bitmap")
+BITMAP_DENSITY = 0.6
+BITMAP_MAX_SIZE = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -49,8 +64,14 @@ def _read_by_columns(program: N.Program, name: str) -> bool:
     return bool(reads) and all(reads)
 
 
-def select_formats(program: N.Program) -> tuple[N.Program, list[Decision]]:
+def select_formats(program: N.Program, stats: Statistics | None = None,
+                   bitmap_density: float | None = None) -> tuple[N.Program, list[Decision]]:
+    """``bitmap_density``: the estimated density from which an intermediate is stored as a bitmap
+    (``BITMAP_DENSITY`` when None; benchmarks/formats.py times both layouts at every density)."""
+    if bitmap_density is None:
+        bitmap_density = BITMAP_DENSITY
     decisions: list[Decision] = []
+    density = estimate_densities(program, stats) if stats is not None else {}
     full: dict[str, bool] = {}
     decls = {d.name: d for d in program.decls}
 
@@ -81,15 +102,64 @@ def select_formats(program: N.Program) -> tuple[N.Program, list[Decision]]:
             fmt, why = DENSE, "a scalar"
         elif full.get(d.name, False):
             fmt, why = DENSE, "present at every coordinate, so index arrays would only add cost"
+        elif (bitmap := _bitmap_reason(program, d, density.get(d.name), stats, bitmap_density)) is not None:
+            fmt, why = BITMAP, bitmap
         elif d.type.rank == 2 and _read_by_columns(program, d.name):
             fmt, why = Format("csc"), "sparse, and every later read walks its columns"
         elif d.type.rank == 2:
             fmt, why = Format("csr"), "sparse; later statements walk its rows"
         else:
             fmt, why = Format("coo"), f"sparse of rank {d.type.rank}"
+        if d.name in density and fmt != BITMAP and not fmt.is_dense:
+            why += f" (estimated {_percent(density[d.name])} present from the bound inputs)"
         decisions.append(Decision(d.name, "format", str(fmt), why, d.span))
         new_decls.append(replace(d, storage=fmt))
     return replace(program, decls=tuple(new_decls)), decisions
+
+
+def _bitmap_reason(program: N.Program, d: N.Decl, density: float | None, stats: Statistics | None,
+                   threshold: float) -> str | None:
+    """Why ``d`` is best a bitmap, or None: nearly full, or read against its rows (both measured in
+    benchmarks/formats.py), when the bound sizes put it under the size cap."""
+    if stats is None:
+        return None
+    extents = [stats.extent(x) for x in d.type.shape]
+    if any(x is None for x in extents):
+        return None
+    size = math.prod(extents)
+    if size > BITMAP_MAX_SIZE:
+        return None
+    if density is not None and density >= threshold:
+        return (f"estimated {_percent(density)} present from the bound inputs (at least {_percent(threshold)}), "
+                f"{size} coordinates: a presence array costs less than index arrays")
+    against = _read_against_rows(program, d.name) if d.type.rank == 2 else None
+    if against is not None:
+        return (f"{against} reads it against its rows: a bitmap answers each read with one load where "
+                f"compressed rows need a search ({size} coordinates at the bound sizes)")
+    return None
+
+
+def _read_against_rows(program: N.Program, name: str) -> str | None:
+    """The first read of matrix ``name`` that does not walk its rows: its column index is the reading
+    statement's outer (row) loop while its row index is not (``T[j, i]`` in ``C[i, j] = ...``,
+    ``T[i, k]`` in ``Y[k, f] = sum[i] ...``), or a position is computed (a gather or an affine index)."""
+    for s in N.walk_assigns(program.body):
+        outer = s.idx[0] if s.idx else None
+        for acc in N.accesses(s.value, name):
+            p0, p1 = acc.pos
+            plain = isinstance(p0, N.IndexVal) and isinstance(p1, N.IndexVal)
+            if not plain or (p1.var == outer and p0.var != outer):
+                where = f"line {acc.span.line}" if acc.span is not None else "a later statement"
+                return f"{name}[{', '.join(_show(p) for p in acc.pos)}] at {where}"
+    return None
+
+
+def _show(p: N.Expr) -> str:
+    return p.var if isinstance(p, N.IndexVal) else "..."
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.3g}%"
 
 
 def _declared_type(d: N.Decl) -> bool:
