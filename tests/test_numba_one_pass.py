@@ -7,6 +7,8 @@ duplicate scipy indices, every value type, repeated calls of changing size, and 
 """
 from __future__ import annotations
 
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ def _program(key: str):
 def compiled(request):
     program = _program(request.param)
     return (request.param, program.compile(target="numba"), program.compile(target="numba", assembly="two-pass"),
-            program.compile(target="ref"))
+            program.compile(target="ref"), program.compile(target="numba", one_pass_max_entries=0))
 
 
 def _random(m, n, density, seed, dtype, int64=False):
@@ -106,9 +108,11 @@ def _check(key, one, two, ref, A, B):
 
 
 def test_the_product_is_assembled_in_one_pass(compiled):
-    key, one, two, _ref = compiled
+    key, one, two, _ref, _big = compiled
     src = one.executable.source
-    assert "_bound(" in src and "_place(" in src and "_scratch(" in src and "_count(" not in src
+    assert "_bound(" in src and "_place(" in src and "_scratch(" in src
+    # the symbolic pass runs only where the scratch would be too large to keep (a run-time branch)
+    assert re.search(r"k\d+_C_count\(", src) is None and re.search(r"if \(w_off\[w_nch\] > 33554432\):", src)
     assert "_count(" in two.executable.source and "_scratch(" not in two.executable.source
     assert "numba: assembly of C: one pass" in _program(key).explain()
 
@@ -122,7 +126,7 @@ def test_the_product_is_assembled_in_one_pass(compiled):
     (37, 20, 70_000, 0.002, 5),  # wide: light rows hashed (past 65536 columns)
 ])
 def test_one_pass_equals_two_passes_reference_and_numpy(compiled, m, k, n, density, seed):
-    key, one, two, ref = compiled
+    key, one, two, ref, big = compiled
     if m * k * n > 2_000_000 and key in ("tropical", "max"):
         pytest.skip("the dense 3-d check would be too large")
     dtype = NUMPY[PRODUCTS[key][0]]
@@ -130,6 +134,8 @@ def test_one_pass_equals_two_passes_reference_and_numpy(compiled, m, k, n, densi
     B = _random(k, n, min(1.0, density * 3), seed + 50, dtype, int64=True)
     got = _check(key, one, two, ref, A, B)
     assert got.shape == (m, n) and got.nnz == got.indptr[-1]
+    # scratch over the limit: the same call takes the symbolic pass, bit for bit the same result
+    _check(key, big, two, ref, A, B)
 
 
 def test_unsorted_and_duplicate_scipy_indices():
@@ -193,6 +199,9 @@ def test_a_product_inside_a_repeat_runs_in_the_compiled_host():
     A = _random(60, 60, 0.05, 21, np.float64)
     a = A.toarray()
     np.testing.assert_allclose(kernel(A=A)["C"].toarray(), a @ a @ a @ a, rtol=1e-10, atol=1e-12)
+    # the compiled host's run-time branch to the symbolic pass (scratch over the limit) types and runs too
+    big = sd.loads(text, name="one_pass_repeat").compile(target="numba", one_pass_max_entries=0)
+    np.testing.assert_allclose(big(A=A)["C"].toarray(), a @ a @ a @ a, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("assembly", ["auto", "two-pass"])

@@ -17,7 +17,9 @@ float reductions use vector lanes (LLVM's ``reassoc`` flag only; False keeps eve
 ``jam`` (default True) runs a compressed walk around a dense loop several entries per step
 (``sparsedsl.loop_ir.jam``; False: one entry per step, for comparison); ``assembly`` (``auto`` or
 ``two-pass``) — ``auto`` assembles a sparse result whose rows come out of a workspace (SpGEMM) in one numeric
-pass into scratch (``Lowerer.one_pass``), ``two-pass`` always runs a symbolic pass first; ``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
+pass into scratch (``Lowerer.one_pass``) unless the scratch would exceed ``one_pass_max_entries`` entries
+(default 2^25: larger scratch is not kept between calls, so its page faults and copy cost more than a symbolic
+pass), ``two-pass`` always runs a symbolic pass first; ``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
 
 Threading layer: the backend leaves Numba's choice (OpenMP where available) and sets no process-wide knob
 (``numba.config.THREADING_LAYER``, ``OMP_WAIT_POLICY``), since either would also change every other
@@ -48,7 +50,7 @@ VERSION = "0.2.0"
 # the array dtype kernels see: Numba has no CPU float16, so f16 values travel as float32 (exactly)
 KERNEL_DTYPE = dict(NUMPY_DTYPE, f16=np.dtype(np.float32))
 EMITS = ("loops", "code", "artifact")
-_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly")
+_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly", "one_pass_max_entries")
 # The code whose change must invalidate a program's entry in the compile index: all of sparsedsl (the IR
 # classes, lowering, dtype tables, ...) and this backend, wherever an editable install keeps it.
 _CODE_PACKAGES = ("sparsedsl", "sparsedsl.backends.numba")

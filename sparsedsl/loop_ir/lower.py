@@ -45,6 +45,9 @@ ACCUMULATORS = ("dense", "hash", "sort", "auto")
 ASSEMBLIES = ("auto", "two-pass")
 # rows per block of the outermost parallel loop, and chunks of rows per thread (see Lowerer.chunked)
 CHUNK_BLOCK = 16
+# scratch arrays (L.Alloc.keep) of at most this many bytes are kept between calls (backends/numba/codegen.py's
+# _scratch): a one-pass assembly whose scratch is larger takes two passes instead (Lowerer.one_pass)
+SCRATCH_KEPT_BYTES = 1 << 28
 CHUNKS_PER_THREAD = 16
 # storage kinds from the least to the most general: a name assigned several times (a repeat's carried
 # name, an accumulation) takes the most general kind any of its assignments needs
@@ -554,25 +557,15 @@ class Lowerer:
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
             inherited = self.mask_rows(st)
-            counted = True  # a symbolic pass gives the row counts (else one_pass assembled the result)
             if inherited is not None:
                 # the pattern is the mask's: each row's count is the mask row's length, no product needed
                 # (SDDMM: the symbolic phase was a parallel pass over the mask's keys)
                 self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), span=st.span))
                 count = self.kernel_body(lambda: self.row_lengths(*inherited, nnz_name))
                 self.add_kernel(base + "_count", count, False, st)
-            elif self.one_pass(st, out, base, shape, nnz_name):
-                counted = False
-            else:
-                self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
-                count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
-                self.add_kernel(base + "_count", count, self._parallel, st)
-            if counted:
-                self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
-                self.alloc_csr(st, out, shape, nnz_name)
-                fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
-                self.add_kernel(base + "_fill", fill_body, self._parallel, st)
-                self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+                self.fill_counted(st, out, base, shape, nnz_name)
+            elif not self.one_pass(st, out, base, shape, nnz_name):
+                self.two_pass(st, out, base, shape, nnz_name)
         else:
             # A bitmap's values are read only where its presence flag is set: they need no clearing. An
             # intermediate bitmap assigned once is scratch: its memory is kept for the next call, so that its
@@ -692,7 +685,7 @@ class Lowerer:
                            "plus twice its multiply-adds (counted by a first pass): a heavy row of a power-law "
                            "graph gets a chunk of its own", st.span))
         n = self.ranges[row]
-        host = self.host
+        host = saved_host = self.host
         host.append(L.Alloc(work, "i64", (n,), span=st.span))
         self.add_kernel(base + "_work", counted, parallel, st)
         host.append(L.Invoke(base + "_work", self.kernel_params(base + "_work"), span=st.span))
@@ -706,6 +699,19 @@ class Lowerer:
         host.append(L.Alloc(off, "i64", (L.Op("+", (L.Var(nch), I64_ONE), "i64"),), span=st.span))
         host.append(L.PrefixSum(off, ub, span=st.span))
         room = L.Load(off, (L.Var(nch),))
+        # Scratch too large to be kept between calls would be page-faulted in on every call and then copied:
+        # past that size a symbolic pass costs less (R-MAT 2^18 A·A, 133 M entries: 3.4 s one pass, 2.4 s two
+        # passes; R-MAT 2^16, 30 M entries, scratch kept: 0.30-0.37 s one pass, 0.33-0.40 s two).
+        limit = self.options.get("one_pass_max_entries", SCRATCH_KEPT_BYTES // 8)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise SdslTargetError(f"one_pass_max_entries must be a non-negative integer, not {limit!r}")
+        huge = L.Op(">", (room, L.Const(limit, "i64")), "bool")
+        two_pass: list[L.Stmt] = []
+        self.host = two_pass
+        self.two_pass(st, out, base + "_big", shape, nnz_name)
+        self.host = host
+        one_pass: list[L.Stmt] = []
+        host = self.host = one_pass
         host.append(L.Alloc(tidx, "i64", (room,), narrow=L.Op("max2", (room, width), "i64"), keep=True,
                             span=st.span))
         host.append(L.Alloc(tval, out.dtype, (room,), keep=True, span=st.span))
@@ -737,7 +743,24 @@ class Lowerer:
         ), parallel=parallel, span=st.span)]
         self.add_kernel(base + "_place", copy, parallel, st)
         host.append(L.Invoke(base + "_place", self.kernel_params(base + "_place"), span=st.span))
+        self.host = saved_host
+        saved_host.append(L.If(huge, tuple(two_pass), tuple(one_pass), span=st.span))
         return True
+
+    def two_pass(self, st: T.Assign, out: Storage, base: str, shape, nnz_name: str) -> None:
+        """A sparse result in a symbolic pass (each row's entry count), a prefix sum and a numeric fill."""
+        self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), I64_ZERO, span=st.span))
+        count = self.kernel_body(lambda: self.levels(st, out, "count", nnz_name))
+        self.add_kernel(base + "_count", count, self._parallel, st)
+        self.fill_counted(st, out, base, shape, nnz_name)
+
+    def fill_counted(self, st: T.Assign, out: Storage, base: str, shape, nnz_name: str) -> None:
+        """Host: run the ``_count`` kernel, allocate the result from its row counts, and fill it."""
+        self.host.append(L.Invoke(base + "_count", self.kernel_params(base + "_count"), span=st.span))
+        self.alloc_csr(st, out, shape, nnz_name)
+        fill_body = self.kernel_body(lambda: self.levels(st, out, "fill", nnz_name))
+        self.add_kernel(base + "_fill", fill_body, self._parallel, st)
+        self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
 
     def mask_rows(self, st: T.Assign) -> tuple[Storage, L.Expr] | None:
         """``(mask storage, condition)`` when a sparse result's pattern is a CSR mask's rows exactly while the

@@ -52,6 +52,16 @@ def _check_host(body, host_scope: set, kernels: dict, problems: list) -> None:
                 if a not in host_scope:
                     problems.append(f"host passes {a} to {s.kernel} before it is defined")
             host_scope.update(s.results)
+        elif isinstance(s, L.If):
+            # a run-time choice between two ways of computing the same results: what both branches define
+            # is defined after it
+            _check_expr(s.cond, host_scope, problems, "host")
+            branches = []
+            for body in (s.then, s.orelse):
+                scope = set(host_scope)
+                _check_host(body, scope, kernels, problems)
+                branches.append(scope)
+            host_scope.update(branches[0] & branches[1])
         elif isinstance(s, L.Loop):
             if s.count is not None:
                 _check_expr(s.count, host_scope, problems, "host")
