@@ -6,7 +6,7 @@
 Format selection (``sparsedsl/passes/formats.py``) stores an intermediate as a bitmap (values and a presence
 flag at every coordinate) when the bound inputs' statistics estimate it at least ``BITMAP_DENSITY`` present,
 and as compressed rows otherwise. This script compiles programs whose intermediate ``T = A·B`` has a chosen
-estimated density both ways (the pass run with the threshold at 0 and above 1) and times the two kernels in
+estimated density both ways (the pass run with its bitmap threshold at 0, and without statistics) and times the two kernels in
 the same process, interleaved, after a warm-up call: median of ``--repeats`` calls each, 2 Numba threads.
 Each pair of results is checked against scipy before anything is timed. The table prints both times and
 ``csr / bitmap`` (above 1: the bitmap is faster).
@@ -51,17 +51,18 @@ C[i, j] = sum[k] T[i, k] * M[k, j]
 }
 
 
-def compile_with_threshold(text: str, inputs: dict, threshold: float):
-    """The numba kernel of ``text`` with format selection's bitmap threshold at ``threshold``."""
+def compile_layout(text: str, inputs: dict, bitmap: bool):
+    """The numba kernel of ``text`` with ``T`` a bitmap (format selection's threshold at 0) or compressed rows
+    (format selection without statistics); returns it with the layout chosen."""
     import sparsedsl as sd
-    nb = sd.api.backend_module("numba")
-    from sparsedsl.passes.fusion import fuse
     from sparsedsl.passes.formats import select_formats
+    from sparsedsl.passes.fusion import fuse
 
+    nb = sd.api.backend_module("numba")
     program = sd.loads(text, name="formats-bench")
-    stats = program._statistics(inputs)[0]
+    stats = program.input_statistics(inputs)[0] if bitmap else None
     fused, _ = fuse(program.ir().program)
-    lowered, decisions = select_formats(fused, stats, bitmap_density=threshold)
+    lowered, decisions = select_formats(fused, stats, bitmap_density=0.0)
     executable = nb.compile(lowered, {})
     chosen = next(str(d.choice) for d in decisions if d.subject == "T")
     kernel = sd.api.Kernel(program, "numba", {}, executable, lowered, 0.0)
@@ -115,7 +116,7 @@ def main() -> None:
             A, B = (sp.random_array((args.n, args.n), density=a, format="csr", rng=rng) for _ in range(2))
             M = sp.random_array((args.n, args.n), density=0.01, format="csr", rng=rng)
             inputs = {"A": A, "B": B, "M": M}
-            (csr, c1), (bitmap, c2) = (compile_with_threshold(text, inputs, t) for t in (2.0, 0.0))
+            (csr, c1), (bitmap, c2) = (compile_layout(text, inputs, b) for b in (False, True))
             assert (c1, c2) == ("csr", "bitmap"), (c1, c2)
             ref = reference(name, A, B, M)
             for kernel in (csr, bitmap):

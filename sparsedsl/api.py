@@ -244,8 +244,12 @@ class Program:
         ``like``: example inputs by name (any subset, as a call takes them). Their shapes and stored-entry
         counts guide format selection (an intermediate estimated to be nearly full is stored as a bitmap);
         the kernel still runs on any inputs, only its speed depends on how alike they are."""
-        stats = self._statistics(like)[0] if like else None
-        key = (target, repr(sorted(options.items())), stats.key() if stats is not None else None)
+        stats = self.input_statistics(like)[0] if like else None
+        layouts = None
+        if stats is not None:
+            # kernels differ only where the statistics changed a layout: key by the layouts chosen
+            layouts = tuple((d.name, str(d.storage)) for d in run_passes(self._program(), stats=stats)[0].decls)
+        key = (target, repr(sorted(options.items())), layouts)
         kernel = self._kernels.get(key)
         if kernel is None:
             program = self._program()
@@ -260,8 +264,9 @@ class Program:
             self._kernels[key] = kernel
         return kernel
 
-    def _statistics(self, inputs: Mapping[str, Any]):
-        """Bind (and validate) any subset of the inputs: ``(Statistics for the passes, sizes they bind)``."""
+    def input_statistics(self, inputs: Mapping[str, Any]):
+        """Bind (and validate) any subset of the inputs: ``(Statistics, sizes they bind)`` — the shapes and
+        stored-entry counts that format selection reads (``compile(like=...)``, ``explain(**inputs)``)."""
         from sparsedsl.passes.density import InputStats, Statistics
         from sparsedsl.runtime.convert import bind_value
 
@@ -309,7 +314,7 @@ class Program:
         if inputs:
             # Any subset of the inputs may be given: each binds (and validates) the sizes it carries, and
             # their statistics drive format selection as they would for `compile(like=...)`.
-            stats, sizes = self._statistics(inputs)
+            stats, sizes = self.input_statistics(inputs)
             if sizes:
                 lines.append("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
         lowered, decisions = run_passes(self._ir, stats=stats)

@@ -380,7 +380,7 @@ def test_bitmap_intermediates_match_reference(cache_dir, monkeypatch):
     @given(programs())
     def check(case):
         program = sd.loads(case.source, name="generated")
-        stats = program._statistics(make_inputs(program, case.input_sets[0]))[0]
+        stats = program.input_statistics(make_inputs(program, case.input_sets[0]))[0]
         lowered = sd.api.run_passes(program.ir().program, stats=stats)[0]
         assume(any(d.storage is not None and d.storage.name == "bitmap" for d in lowered.decls))
         note(case.source)

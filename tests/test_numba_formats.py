@@ -171,3 +171,13 @@ def test_like_names_an_unknown_input():
     prog = sd.loads(PRODUCT.format(dt="f64"), name="product")
     with pytest.raises(sd.SdslError, match="no input named 'Z'"):
         prog.compile("numba", like={"Z": dense_ish(5, 0.5, 1)})
+
+
+def test_alike_inputs_share_a_kernel():
+    """A kernel is kept per layout chosen, not per statistics: inputs that choose the same layouts reuse it."""
+    prog = sd.loads(PRODUCT.format(dt="f64"), name="product")
+    first = prog.compile("numba", like={"A": dense_ish(120, 0.12, 1), "B": dense_ish(120, 0.12, 2)}, parallel=False)
+    again = prog.compile("numba", like={"A": dense_ish(120, 0.14, 3), "B": dense_ish(120, 0.13, 4)}, parallel=False)
+    sparse = prog.compile("numba", like={"A": dense_ish(120, 0.01, 5)}, parallel=False)
+    assert first is again and sparse is not first
+    assert sparse.ir.decl("T").storage.name == "csr"

@@ -88,5 +88,5 @@ def test_estimate_tracks_random_products(a, b):
 def test_program_statistics_come_from_bound_inputs():
     prog = sd.loads(HEADER + "T[i, j] = sum[k] A[i, k] * B[k, j]\ns = sum[i, j] T[i, j]\n", name="p")
     A = sp.random_array((30, 30), density=0.1, format="csr", rng=1)
-    stats, sizes = prog._statistics({"A": A})
+    stats, sizes = prog.input_statistics({"A": A})
     assert sizes == {"n": 30} and stats.inputs["A"] == InputStats((30, 30), A.nnz)

@@ -51,11 +51,6 @@ class Statistics:
     def extent(self, d: Dim) -> int | None:
         return d if isinstance(d, int) else self.sizes.get(d)
 
-    def key(self) -> tuple:
-        """A hashable summary (for caches): sizes and each input's (shape, nnz)."""
-        return (tuple(sorted(self.sizes.items())),
-                tuple(sorted((k, v.shape, v.nnz) for k, v in self.inputs.items())))
-
 
 def estimate_densities(program: N.Program, stats: Statistics) -> dict[str, float]:
     """Density estimate of every value assigned by the program (and of every input with statistics).
