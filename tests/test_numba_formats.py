@@ -181,3 +181,31 @@ def test_alike_inputs_share_a_kernel():
     sparse = prog.compile("numba", like={"A": dense_ish(120, 0.01, 5)}, parallel=False)
     assert first is again and sparse is not first
     assert sparse.ir.decl("T").storage.name == "csr"
+
+
+COLUMNS = """\
+input  A: csr<f64>[M, K]
+input  X: dense<f64>[M, F]
+output Y: dense<f64>[K, F]
+output z: dense<f64>[K]
+T[i, k] = A[i, k] * 2.0
+Y[k, f] = sum[i] T[i, k] * X[i, f]
+z[k] = sum[i] T[i, k]
+"""
+
+
+def test_column_reads_without_and_with_statistics():
+    """Without inputs format selection recommends csc; this target says it keeps compressed rows. With them,
+    the matrix read against its rows is a bitmap. Both give numpy's answer."""
+    prog = sd.loads(COLUMNS, name="columns")
+    bare = prog.explain()
+    assert "stored as csc" in bare and "numba: layout of T: csr" in bare
+    rng = np.random.default_rng(13)
+    A = sp.random_array((70, 40), density=0.1, format="csr", rng=rng)
+    X = rng.standard_normal((70, 5))
+    informed = prog.explain(A=A, X=X)
+    assert "stored as bitmap" in informed and "numba: layout of T" not in informed
+    for kernel in (prog.compile("numba", parallel=False), prog.compile("numba", like={"A": A}, parallel=False)):
+        out = kernel(A=A, X=X)
+        np.testing.assert_allclose(out["Y"], 2 * A.T @ X, rtol=1e-12)
+        np.testing.assert_allclose(out["z"], 2 * np.asarray(A.sum(axis=0)).ravel(), rtol=1e-12)

@@ -518,6 +518,13 @@ class Lowerer:
         self.precheck(st)
         decl = self.decls.get(st.target)
         out = self.result_storage(st, decl)
+        if decl is not None and decl.storage is not None and decl.storage.name == "csc" and out.kind == "csr":
+            # say so rather than let explain's "stored as csc" stand for this target
+            self.notes.append((st.target, "layout", "csr",
+                               "this target stores sparse matrices as compressed rows, so the column reads that "
+                               "chose csc search each row; with the inputs bound (explain --input, "
+                               "compile(like=...)) format selection stores such a matrix as a bitmap instead",
+                               st.span))
         previous = self.storage.get(st.target)
         if previous is not None:
             if previous.kind != out.kind:
