@@ -91,21 +91,29 @@ def test_spgemm_is_row_wise_with_a_workspace():
     # one numeric pass (the default): each row's work (multiply-adds), the chunks cut by its prefix sum and
     # bounded, then one workspace pass
     m = lower(text)
-    assert [k.name for k in m.kernels] == ["k0_C_work", "k0_C_bound", "k0_C_fill", "k0_C_place"]
+    assert [k.name for k in m.kernels] == ["k0_C_work", "k0_C_bound", "k0_C_fill", "k0_C_place",
+                                           "k0_C_big_count", "k0_C_big_fill"]
     (prefix,) = [s for s in m.host if isinstance(s, L.PrefixSum) and s.src.startswith("w_work")]
     bound = next(k for k in m.kernels if k.name == "k0_C_bound")
     assert prefix.dst in bound.params
-    assert [w.kind for w in workspaces(m)] == ["auto"]
-    walks = kinds(m)
+    # a run-time branch: past the scratch that is kept between calls (2^25 entries), count and fill instead
+    (branch,) = [s for s in m.host if isinstance(s, L.If)]
+    assert branch.cond.args[1] == L.Const(1 << 25, "i64")
+    assert [s.kernel for s in branch.then if isinstance(s, L.Invoke)] == ["k0_C_big_count", "k0_C_big_fill"]
+    assert [s.kernel for s in branch.orelse if isinstance(s, L.Invoke)] == ["k0_C_fill", "k0_C_place"]
+    kept = [s.name for s in branch.orelse if isinstance(s, L.Alloc) and s.keep]
+    assert len(kept) == 2
+    one = dataclasses.replace(m, kernels=tuple(k for k in m.kernels if "_big_" not in k.name))
+    assert [w.kind for w in workspaces(one)] == ["auto"]
+    walks = kinds(one)
     assert walks.count(("x_k", "intersect", 1, 0)) == 3
     assert walks.count(("x_j", "intersect", 1, 0)) == 4
-    kept = [s.name for s in m.host if isinstance(s, L.Alloc) and s.keep]
-    assert len(kept) == 2
+    assert lower(text, one_pass_max_entries=0) != m
     with pytest.raises(sd.SdslError, match="assembly"):
         lower(text, assembly="one")
     m = lower("input A: csr<f64>[M, K]\ninput B: csr<f64>[K, N]\noutput C: csr<f64>[M, N]\n"
               "C[i, j] = sum[k] A[i, k] * B[k, j]\nschedule C:\n    accumulator dense\n")
-    assert [w.kind for w in workspaces(m)] == ["dense"]
+    assert {w.kind for w in workspaces(m)} == {"dense"}  # the one-pass kernel and the run-time two-pass pair
 
 
 def test_masked_products_iterate_the_mask():

@@ -713,10 +713,6 @@ class Lowerer:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise SdslTargetError(f"one_pass_max_entries must be a non-negative integer, not {limit!r}")
         huge = L.Op(">", (room, L.Const(limit, "i64")), "bool")
-        two_pass: list[L.Stmt] = []
-        self.host = two_pass
-        self.two_pass(st, out, base + "_big", shape, nnz_name)
-        self.host = host
         one_pass: list[L.Stmt] = []
         host = self.host = one_pass
         host.append(L.Alloc(tidx, "i64", (room,), narrow=L.Op("max2", (room, width), "i64"), keep=True,
@@ -750,6 +746,9 @@ class Lowerer:
         ), parallel=parallel, span=st.span)]
         self.add_kernel(base + "_place", copy, parallel, st)
         host.append(L.Invoke(base + "_place", self.kernel_params(base + "_place"), span=st.span))
+        two_pass: list[L.Stmt] = []
+        self.host = two_pass
+        self.two_pass(st, out, base + "_big", shape, nnz_name)
         self.host = saved_host
         saved_host.append(L.If(huge, tuple(two_pass), tuple(one_pass), span=st.span))
         return True
