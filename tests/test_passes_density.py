@@ -50,6 +50,12 @@ def test_masks_and_complements():
     assert rule("T[i, j] = X[i, j] where A[i, j] and B[i, j]\n") == pytest.approx(0.005)
 
 
+def test_index_predicates():
+    assert rule("T[i, j] = A[i, j] where j < i\n") == pytest.approx(0.05)
+    assert rule("T[i, j] = X[i, j] where j == i\n") == pytest.approx(0.01)
+    assert rule("T[i, j] = X[i, j] where not (j == i)\n") == pytest.approx(0.99)
+
+
 def test_topk_keeps_at_most_k_of_the_extent():
     assert rule("T[i, j] = X[i, j] where topk[j](3) X[i, j]\n") == pytest.approx(0.03)
 

@@ -9,7 +9,8 @@ as compressed rows. The estimate assumes entries are placed independently and un
 * an intersection (``*``, ``and``, a mask, a function of several operands) multiplies densities;
 * a union (``+``, ``-``, ``or``, ``max(a, b)``) of densities a and b is ``1 - (1 - a)(1 - b)``;
 * a reduction over K coordinates of a body of density d is present with probability ``1 - (1 - d)^K``;
-* a complement mask ``!m`` keeps ``1 - d(m)``; a ``topk`` of k along an extent n keeps ``min(d, k / n)``.
+* a complement mask ``not m`` keeps ``1 - d(m)``; a ``topk`` of k along an extent n keeps ``min(d, k / n)``;
+* an index predicate ``j < i`` (any order) keeps half, ``j == i`` one coordinate in n.
 
 Power-law graphs break the independence assumption (their products are denser in a few rows and sparser
 elsewhere), so the estimate only chooses a layout: a wrong guess costs speed, never a result, because every
@@ -122,6 +123,8 @@ class _Estimator:
                 return self.union(e, (a, b))
             case N.Call(fn=fn, args=args) if fn in N.UNION_FUNCS and len(args) == 2:
                 return self.union(e, args)
+            case N.Binary(op=op, lhs=N.IndexVal(var=a), rhs=N.IndexVal(var=b)) if op in N.COMPARISONS and a != b:
+                return self.index_predicate(op, a, b)
             case N.Binary(lhs=a, rhs=b):
                 return _inter([self.expr(a), self.expr(b)])
             case N.Unary(operand=a) | N.Cast(operand=a):
@@ -145,6 +148,16 @@ class _Estimator:
         if covering:
             return _union([self.expr(x) for x in covering])
         return _inter([self.expr(x) for x in operands])
+
+    def index_predicate(self, op: str, a: str, b: str) -> float:
+        """How often ``a OP b`` holds over the index space: half of it for an order (the triangle of
+        ``j < i``), one coordinate in n for ``==``."""
+        n = max(self.extent(a) or 1, self.extent(b) or 1)
+        if op == "==":
+            return 1.0 / n
+        if op == "!=":
+            return 1.0 - 1.0 / n
+        return 0.5
 
     def reduce(self, vs, body: float | None) -> float | None:
         if body is None:
