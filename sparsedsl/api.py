@@ -244,18 +244,20 @@ class Program:
         ``like``: example inputs by name (any subset, as a call takes them). Their shapes and stored-entry
         counts guide format selection (an intermediate estimated to be nearly full is stored as a bitmap);
         the kernel still runs on any inputs, only its speed depends on how alike they are."""
+        start = time.perf_counter()
         stats = self.input_statistics(like)[0] if like else None
-        layouts = None
+        lowered = layouts = None
         if stats is not None:
             # kernels differ only where the statistics changed a layout: key by the layouts chosen
-            layouts = tuple((d.name, str(d.storage)) for d in run_passes(self._program(), stats=stats)[0].decls)
+            lowered = run_passes(self._program(), stats=stats)[0]
+            layouts = tuple((d.name, str(d.storage)) for d in lowered.decls)
         key = (target, repr(sorted(options.items())), layouts)
         kernel = self._kernels.get(key)
         if kernel is None:
             program = self._program()
             backend = backend_module(target)
-            start = time.perf_counter()
-            lowered, _decisions = run_passes(program, stats=stats)
+            if lowered is None:
+                lowered = run_passes(program)[0]
             if target == "ref":
                 # the oracle runs the program as written (the passes above still validated its schedules)
                 lowered, _decisions = run_passes(program, fusion=False, stats=stats)
