@@ -200,6 +200,7 @@ def test_column_reads_without_and_with_statistics():
     prog = sd.loads(COLUMNS, name="columns")
     bare = prog.explain()
     assert "stored as csc" in bare and "numba: layout of T: csr" in bare
+    assert "numba: layout of T: transposed copy" in bare  # the column reads walk a transposed copy
     rng = np.random.default_rng(13)
     A = sp.random_array((70, 40), density=0.1, format="csr", rng=rng)
     X = rng.standard_normal((70, 5))
