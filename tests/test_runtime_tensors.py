@@ -369,3 +369,50 @@ def test_validate_rejects_bad_structure(make, fragment):
 def test_index_arrays_must_be_integers():
     with pytest.raises(SdslInputError, match="indices must be an integer array, got float64"):
         CSR([0, 1], [0.5], [1.0], (1, 2))
+
+
+# ---------------------------------------------------------------- to_csr (the numba kernels' layout)
+
+@given(st.integers(0, 4), st.integers(0, 4), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_block_formats_to_csr_keep_every_stored_entry_in_row_order(nbr, nbc, bm, bn, seed):
+    """BSR and BlockDiag place their entries row by row without sorting; the rows come out sorted and every
+    entry of a stored block is present (zeros included), as scipy's own conversion keeps them."""
+    rng = np.random.default_rng(seed)
+    keep = rng.random((nbr, nbc)) < 0.5
+    dense = rng.integers(-2, 3, size=(nbr * bm, nbc * bn)).astype(np.float64)  # zeros inside blocks too
+    blocks_at = sp.csr_array(keep.astype(np.float64))
+    blocks = np.stack([dense[r * bm:(r + 1) * bm, c * bn:(c + 1) * bn]
+                       for r in range(nbr) for c in blocks_at.indices[blocks_at.indptr[r]:blocks_at.indptr[r + 1]]]
+                      ) if blocks_at.nnz else np.zeros((0, bm, bn))
+    bsr = BSR(blocks_at.indptr, blocks_at.indices, blocks, (nbr * bm, nbc * bn))
+    scipy_bsr = sp.bsr_array((blocks, blocks_at.indices, blocks_at.indptr), shape=bsr.shape)
+    for tensor, want in ((bsr, sp.csr_array(scipy_bsr)),
+                         (BlockDiag(blocks[:min(len(blocks), 3)]) if len(blocks) else None, None)):
+        if tensor is None:
+            continue
+        if want is None:
+            want = sp.csr_array(sp.block_diag(list(tensor.blocks)))
+        csr = tensor.to_csr()
+        assert isinstance(csr, CSR) and csr.is_canonical()
+        assert csr.nnz == tensor.nnz
+        np.testing.assert_array_equal(np.diff(csr.indptr), np.diff(want.indptr))
+        np.testing.assert_array_equal(csr.indices, want.indices)
+        np.testing.assert_array_equal(csr.data, want.data)
+
+
+def test_to_csr_of_every_format_equals_its_coordinates():
+    """Unsorted and duplicate BSR blocks are summed first; CSC, COO and NM go through their coordinates."""
+    bsr = BSR([0, 2, 3], [1, 1, 0], np.arange(12, dtype=np.float64).reshape(3, 2, 2), (4, 4))  # block (0,1) twice
+    want = np.zeros((4, 4))
+    want[0:2, 2:4] = np.arange(4).reshape(2, 2) + np.arange(4, 8).reshape(2, 2)
+    want[2:4, 0:2] = np.arange(8, 12).reshape(2, 2)
+    for tensor in (bsr, CSC([0, 1, 1, 3, 3], [2, 0, 2], [3.0, 2.0, 0.0], (3, 4)),
+                   COO([[2, 0, 2, 0], [3, 2, 1, 0]], [0.0, 2.0, 3.0, 1.0], (3, 4)),
+                   NM.from_dense(M, 2, 4), csr_of_m()):
+        csr = tensor.to_csr()
+        assert csr.is_canonical()
+        values, present = csr.to_presence()
+        want_values, want_present = tensor.to_presence()
+        np.testing.assert_array_equal(values, want_values)
+        np.testing.assert_array_equal(present, want_present)
+    np.testing.assert_array_equal(bsr.to_csr().to_presence()[0], want)

@@ -294,7 +294,12 @@ class Executable:
             values, present = value.to_presence()
             return (np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(present, dtype=np.bool_))
         # bound inputs are canonical already (the binder checked or built them): not checked twice per call
-        csr = value if value.format.name == "csr" else CSR.from_coo(value.to_coo())
+        if value.format.name == "bsr":
+            from .layouts import bsr_to_csr
+
+            ptr, idx, data = bsr_to_csr(value)
+            return _index_array(ptr), _index_array(idx), np.ascontiguousarray(data, dtype=dtype)
+        csr = value.to_csr()
         # int32 and int64 indices go in as they are (scipy's default is int32): converting them would cost more
         # than the kernel on a small matrix; Numba compiles (and caches) one specialization per index dtype
         return (_index_array(csr.indptr), _index_array(csr.indices), np.ascontiguousarray(csr.data, dtype=dtype))

@@ -275,6 +275,12 @@ class Tensor(ABC):
     def from_coo(cls, coo: "COO", params: tuple[int, ...] = (), what: str = "value") -> "Tensor":
         """The container of this class holding the entries of canonical ``coo``; ``what`` names it in errors."""
 
+    def to_csr(self) -> "CSR":
+        """The present entries of a rank-2 tensor as a canonical CSR (the layout the numba kernels read).
+        Formats whose storage order is not row-major sort their coordinates here; block formats override it
+        with a placement that needs no sort."""
+        return CSR.from_coo(self.to_coo())
+
     def to_presence(self) -> tuple[np.ndarray, np.ndarray]:
         coords, data = self._coords()
         coords, data = canonicalize_coords(coords, data)
@@ -412,6 +418,9 @@ class CSR(_Compressed):
         if len(self.shape) == 1:
             return 1, self.shape[0]
         return self.shape[0], self.shape[1]
+
+    def to_csr(self):
+        return self if self.is_canonical() else CSR.from_coo(self.to_coo())
 
     def _coords(self):
         if len(self.shape) == 1:
@@ -577,6 +586,29 @@ class BSR(Tensor):
         cols = (self.indices.astype(np.int64)[:, None, None] * bn + c[None, None, :]) + np.zeros((1, bm, 1), np.int64)
         return np.stack([rows.reshape(-1), cols.reshape(-1)]), self.blocks.reshape(nb * bm * bn)
 
+    def to_csr(self):
+        """Each entry goes straight to its place: row ``br * BM + r`` holds, block after block of block row
+        ``br`` (block columns ascending), the ``BN`` entries of the block's row ``r``. O(nnz), no sort (sorting
+        the coordinates cost 20x the SpMM that reads them: 4096², 32x32 blocks at 5%, 55 ms against 2.6 ms)."""
+        src = self.canonical()
+        bm, bn = src.blocksize
+        nbr = src.indptr.shape[0] - 1
+        per_brow = np.diff(src.indptr).astype(np.int64)
+        nnz = int(src.blocks.size)
+        idt = index_dtype(nnz, *src.shape)
+        indptr = np.zeros(src.shape[0] + 1, dtype=idt)
+        np.cumsum(np.repeat(per_brow * bn, bm), out=indptr[1:])
+        brow = np.repeat(np.arange(nbr, dtype=np.int64), per_brow)
+        rank = np.arange(brow.shape[0], dtype=np.int64) - src.indptr[brow].astype(np.int64)  # within its block row
+        c = np.arange(bn, dtype=np.int64)
+        first = indptr[brow[:, None] * bm + np.arange(bm, dtype=np.int64)[None, :]].astype(np.int64)
+        pos = first[:, :, None] + (rank * bn)[:, None, None] + c[None, None, :]
+        indices = np.empty(nnz, dtype=idt)
+        data = np.empty(nnz, dtype=src.blocks.dtype)
+        indices[pos] = src.indices.astype(np.int64)[:, None, None] * bn + c[None, None, :]
+        data[pos] = src.blocks
+        return CSR._raw(indptr=indptr, indices=indices, data=data, shape=src.shape, dtype=src.dtype)
+
     def canonical(self):
         if self.is_canonical():
             return self
@@ -680,6 +712,16 @@ class BlockDiag(Tensor):
     @property
     def data(self) -> np.ndarray:
         return self.blocks
+
+    def to_csr(self):
+        """The blocks in C order are the matrix's rows in order: row ``b * bm + r`` is block ``b``'s row ``r``."""
+        nb, bm, bn = self.blocks.shape
+        idt = index_dtype(int(self.blocks.size), *self.shape)
+        indptr = (np.arange(nb * bm + 1, dtype=np.int64) * bn).astype(idt)
+        cols = np.arange(nb, dtype=np.int64)[:, None, None] * bn + np.arange(bn, dtype=np.int64)[None, None, :]
+        indices = np.broadcast_to(cols, (nb, bm, bn)).reshape(-1).astype(idt)
+        return CSR._raw(indptr=indptr, indices=indices, data=self.blocks.reshape(-1).copy(), shape=self.shape,
+                        dtype=self.dtype)
 
     def _coords(self):
         nb, bm, bn = self.blocks.shape
