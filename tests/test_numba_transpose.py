@@ -232,3 +232,44 @@ Y[i, j] += X[j, i]
         out = kernel(A=A, B=B)
         _same(out["X"], X)
         _same(out["Y"], Y)
+
+
+ABT = """\
+input  A: csr<f64>[N, K]
+input  B: csr<f64>[M, K]
+output C: csr<f64>[N, M]
+C[i, j] = sum[k] A[i, k] * B[j, k]
+"""
+
+TRIANGLES = """\
+input  A: csr<bool>[N, N]
+output t: i64
+L[i, j] = i64(A[i, j]) where j < i
+t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])
+"""
+
+
+def test_rows_walked_in_a_dense_loop_are_transposed_once_nothing_is_searched():
+    """A·Bᵀ intersected A's row i with every row j of B (O(n^2)); with Bᵀ copied it is a row-wise product.
+    In Aᵀ·B only A is transposed: B's rows walked at each k belong to the row-wise product that follows."""
+    abt = _loops(ABT)
+    assert [k.name for k in abt.kernels if k.name.endswith("_transposed_fill")] == ["k0_B_transposed_fill"]
+    assert any(isinstance(s, L.Workspace) for k in abt.kernels for s in L.walk_stmts(k.body))
+    atb = _loops(ATB)
+    assert [k.name for k in atb.kernels if k.name.endswith("_transposed_fill")] == ["k0_A_transposed_fill"]
+    prog = sd.loads(ABT, name="abt")
+    A, B = _random((50, 40), 0.1, 12), _random((30, 40), 0.1, 13)
+    for kernel in (prog.compile("numba"), prog.compile("ref")):
+        np.testing.assert_allclose(sp.csr_array(kernel(A=A, B=B)["C"]).toarray(), (A @ B.T).toarray(), rtol=1e-12)
+
+
+def test_a_loop_driven_by_a_mask_is_left_alone():
+    """Triangle counting's j loop is driven by the mask L[i, j]: its rows of L are walked only at the mask's
+    entries, which is the masked product's whole point; nothing is copied."""
+    module = _loops(TRIANGLES)
+    assert not any("transposed" in k.name for k in module.kernels)
+    A = sp.csr_array(scipy.io.mmread(DATA / "ca-HepTh.mtx.gz"))
+    S = sp.csr_array(((A + A.T) > 0).astype(np.float64))
+    L_ = sp.tril(S, -1, format="csr")
+    want = int((L_ @ L_.T).multiply(L_).sum())
+    assert int(sd.loads(TRIANGLES, name="tri").compile("numba")(A=S)["t"]) == want
