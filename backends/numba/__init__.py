@@ -299,7 +299,8 @@ class Executable:
 
             ptr, idx, data = bsr_to_csr(value)
             return _index_array(ptr), _index_array(idx), np.ascontiguousarray(data, dtype=dtype)
-        csr = value.to_csr()
+        # a csr is taken as it is (to_csr would check its order again: 50-100 µs of a small call)
+        csr = value if value.format.name == "csr" else value.to_csr()
         # int32 and int64 indices go in as they are (scipy's default is int32): converting them would cost more
         # than the kernel on a small matrix; Numba compiles (and caches) one specialization per index dtype
         return (_index_array(csr.indptr), _index_array(csr.indices), np.ascontiguousarray(csr.data, dtype=dtype))
