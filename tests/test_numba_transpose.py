@@ -87,7 +87,7 @@ def _random(shape, density, seed, dtype=np.float64):
     return sp.csr_array(M.astype(dtype))
 
 
-def _same(got, want) -> None:
+def assert_same_csr(got, want) -> None:
     got = sp.csr_array(got)
     assert got.shape == want.shape
     assert got.has_sorted_indices
@@ -113,7 +113,7 @@ def test_a_read_driven_by_another_operand_keeps_its_search():
     assert not any("transposed" in k.name for k in module.kernels)
     assert set(_searches(module)) == {"idx_A"}  # in the count and fill kernels
     A, B = _random((30, 30), 0.2, 1), _random((30, 30), 0.2, 2)
-    _same(sd.loads(MASKED, name="m").compile("numba", parallel=False)(A=A, B=B)["C"],
+    assert_same_csr(sd.loads(MASKED, name="m").compile("numba", parallel=False)(A=A, B=B)["C"],
           sp.csr_array(A.T.multiply(B)))
 
 
@@ -125,8 +125,8 @@ def test_every_dtype_matches_scipy_and_the_reference(dt, np_dt):
     A, B = _random((50, 50), 0.1, 3, np_dt), _random((50, 50), 0.1, 4, np_dt)
     want = sp.csr_array(A.T + B) if dt != "bool" else sp.csr_array((A.T + B).astype(bool))
     got = fast(A=A, B=B)["C"]
-    _same(got, want)
-    _same(ref(A=A, B=B)["C"], want)
+    assert_same_csr(got, want)
+    assert_same_csr(ref(A=A, B=B)["C"], want)
 
 
 def test_awkward_inputs():
@@ -146,8 +146,8 @@ def test_awkward_inputs():
         before = A.copy()
         want = sp.csr_array(sp.csr_array(A).T)
         want.sum_duplicates()
-        _same(fast(A=A)["C"], want)
-        _same(ref(A=A)["C"], want)
+        assert_same_csr(fast(A=A)["C"], want)
+        assert_same_csr(ref(A=A)["C"], want)
         assert (sp.csr_array(A) != sp.csr_array(before)).nnz == 0  # the input is untouched
 
 
@@ -182,8 +182,8 @@ repeat at most 3:
     X = A.copy()
     for _ in range(3):
         X = sp.csr_array(X.T * 2.0 + I)
-    _same(prog.compile("numba")(A=A, I=I)["X"], X)
-    _same(prog.compile("ref")(A=A, I=I)["X"], X)
+    assert_same_csr(prog.compile("numba")(A=A, I=I)["X"], X)
+    assert_same_csr(prog.compile("ref")(A=A, I=I)["X"], X)
 
 
 def test_real_graph_symmetrized():
@@ -191,7 +191,7 @@ def test_real_graph_symmetrized():
     A = sp.csr_array(scipy.io.mmread(DATA / "wiki-Vote.mtx.gz")).astype(np.float64)
     A.sum_duplicates()
     out = sd.loads(UNION.format(dt="f64", op="+"), name="u").compile("numba")(A=A, B=A)["C"]
-    _same(out, sp.csr_array(A.T + A))
+    assert_same_csr(out, sp.csr_array(A.T + A))
 
 
 def test_a_copy_is_shared_until_the_matrix_changes():
@@ -230,8 +230,8 @@ Y[i, j] += X[j, i]
     prog = sd.loads(src, name="copies")
     for kernel in (prog.compile("numba"), prog.compile("ref")):
         out = kernel(A=A, B=B)
-        _same(out["X"], X)
-        _same(out["Y"], Y)
+        assert_same_csr(out["X"], X)
+        assert_same_csr(out["Y"], Y)
 
 
 ABT = """\
