@@ -273,3 +273,30 @@ def test_a_loop_driven_by_a_mask_is_left_alone():
     L_ = sp.tril(S, -1, format="csr")
     want = int((L_ @ L_.T).multiply(L_).sum())
     assert int(sd.loads(TRIANGLES, name="tri").compile("numba")(A=S)["t"]) == want
+
+
+def test_a_copy_made_in_a_loop_that_did_not_run_is_not_read_after_it():
+    """The first loop runs no iteration: the copy of A its body makes does not exist after it, so the second
+    loop's body and the statement after both loops make their own."""
+    src = """\
+input  A: csr<f64>[N, N]
+output X: csr<f64>[N, N]
+output Y: csr<f64>[N, N]
+output Z: csr<f64>[N, N]
+X[i, j] = A[i, j]
+Y[i, j] = A[i, j]
+repeat at most 0:
+    X[i, j] += A[j, i]
+repeat at most 2:
+    Y[i, j] += A[j, i]
+Z[i, j] = A[j, i] + X[i, j]
+"""
+    A = _random((20, 20), 0.15, 14)
+    want_y = sp.csr_array(A + 2 * A.T)
+    want_z = sp.csr_array(A.T + A)
+    prog = sd.loads(src, name="loops")
+    for kernel in (prog.compile("numba"), prog.compile("ref")):
+        out = kernel(A=A)
+        assert_same_csr(out["X"], sp.csr_array(A))
+        assert_same_csr(out["Y"], want_y)
+        assert_same_csr(out["Z"], want_z)

@@ -1448,7 +1448,7 @@ def _row_gathers(body, var: str) -> list[str]:
             for root in (value if isinstance(value, tuple) else (value,)):
                 if not isinstance(root, L.Expr):
                     continue
-                for e in _ops(root):
+                for e in L.walk_expr(root):
                     if (isinstance(e, L.Load) and len(e.index) == 2 and e.index[0] == L.Var(var)
                             and isinstance(e.index[1], L.Var) and e.index[1].name in dense_vars
                             and e.array not in found):
@@ -1477,18 +1477,12 @@ def _speculable(body, positions: set[str]) -> bool:
     if not body or not all(isinstance(b, L.Set) for b in body):
         return False
     for b in body:
-        for e in _ops(b.value):
+        for e in L.walk_expr(b.value):
             if isinstance(e, L.Load) and not all(isinstance(x, L.Var) and x.name in positions for x in e.index):
                 return False
             if isinstance(e, L.Locate):
                 return False
     return True
-
-
-def _ops(e: L.Expr):
-    yield e
-    for x in L.expr_children(e):
-        yield from _ops(x)
 
 
 def _loop_flags(s: L.Forall) -> list[str]:

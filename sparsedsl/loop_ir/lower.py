@@ -241,12 +241,6 @@ def _walk(e: T.Expr):
         stack.extend(reversed(T.children(x)))
 
 
-def _expr_walk(e: L.Expr):
-    yield e
-    for x in L.expr_children(e):
-        yield from _expr_walk(x)
-
-
 def _stmt_exprs(s: L.Stmt) -> tuple[L.Expr, ...]:
     """The expressions a statement holds itself (not those of the statements nested in it)."""
     match s:
@@ -446,7 +440,7 @@ class Lowerer:
 
             for x in L.walk_stmts(loop.body):
                 for e in _stmt_exprs(x):
-                    for sub in _expr_walk(e):
+                    for sub in L.walk_expr(e):
                         if isinstance(sub, L.Locate) and of_row(sub.start) and loop.var not in L.expr_names(sub.key):
                             found.add((ptrs[sub.start.array], loop.var))
                 if isinstance(x, L.Forall):
@@ -610,6 +604,9 @@ class Lowerer:
             until = self.scalar_test(name)
         body = self.host
         self.host = saved
+        # the loop may not run: copies made in its body are not there after it (keyed by the body's identity,
+        # which a later list could take over once this one is gone)
+        self.copies = {k: v for k, v in self.copies.items() if k[1] != id(body)}
         self.host.append(L.Loop(count, tuple(body), until, span=st.span))
 
     def scalar_test(self, name: str, numeric: bool = False) -> L.Expr:

@@ -421,6 +421,13 @@ def expr_children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
+def walk_expr(e: Expr):
+    """``e`` and, depth first, every expression inside it."""
+    yield e
+    for x in expr_children(e):
+        yield from walk_expr(x)
+
+
 def expr_names(e: Expr) -> set[str]:
     """Every name an expression reads (variables and arrays)."""
     out: set[str] = set()
