@@ -397,15 +397,18 @@ class Lowerer:
             return
         for _attempt in range(16):
             mark = (len(self.kernels), len(self.host), dict(self.storage))
+            names = set(self.names.taken)
             try:
                 self.assign(st)
                 flips = self.transposable(st, self.searched_by_rows(mark[0]))
                 if not flips:
                     return
-                # lowered again, reading transposed copies of the matrices it searched row by row
+                # lowered again, reading transposed copies of the matrices it searched row by row (with the
+                # generated names of the attempt given back, so the kernels are named as if it never ran)
                 del self.kernels[mark[0]:]
                 del self.host[mark[1]:]
                 self.storage = mark[2]
+                self.names.taken = names
                 st = self.read_transposed(st, flips)
                 continue
             except Refused as exc:
