@@ -1,7 +1,7 @@
-"""Block-format inputs (bsr, blockdiag, nm) on the numba target.
+"""Inputs in formats other than csr (bsr, blockdiag, nm, csc) on the numba target.
 
-The kernels read compressed rows; a block input is placed into rows at binding (``backends/numba/layouts.py``
-for bsr, ``Tensor.to_csr`` for the others) without sorting its coordinates. Every result is checked against
+The kernels read compressed rows; such an input is placed into rows at binding (``backends/numba/layouts.py``
+for bsr and csc, ``Tensor.to_csr`` for the others) without sorting its coordinates. Every result is checked against
 scipy and the reference interpreter, with stored zeros inside blocks (present entries), empty block rows, an
 empty matrix, one block, unsorted and duplicate blocks and int64 indices from scipy, and every dtype.
 """
@@ -91,3 +91,44 @@ def test_blockdiag_and_nm_spmm(fmt):
     prog = sd.loads(SPMM.format(fmt=fmt, dt="f64"), name="block_spmm")
     for kernel in (prog.compile("numba"), prog.compile("ref")):
         np.testing.assert_allclose(kernel(A=A, X=X)["Y"], dense @ X, rtol=1e-12)
+
+
+CSC_MV = """\
+input  A: csc<{dt}>[M, N]
+input  x: dense<{dt}>[N]
+output y: dense<{dt}>[M]
+output C: csr<{dt}>[M, N]
+y[i] = sum[j] A[i, j] * x[j]
+C[i, j] = A[i, j] * 2
+"""
+
+
+@pytest.mark.parametrize("dt, np_dt", [("f64", np.float64), ("f32", np.float32), ("i64", np.int64)])
+def test_csc_inputs_are_transposed_into_rows(dt, np_dt):
+    """A declared csc input goes to the kernels by a counting sort into rows: SpMV and a copy by rows equal
+    scipy's and the reference's on random, empty, one-entry, unsorted/duplicate and int64-indexed inputs."""
+    prog = sd.loads(CSC_MV.format(dt=dt), name="csc_mv")
+    fast, ref = prog.compile("numba"), prog.compile("ref")
+    rng = np.random.default_rng(7)
+    rand = sp.csc_array(sp.random_array((30, 20), density=0.15, rng=rng, format="csc"))
+    rand.data = rng.integers(1, 5, size=rand.nnz).astype(np.float64)
+    wide = sp.csc_array(rand)
+    wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
+    messy = sp.csc_array((np.array([1.0, 2.0, 3.0, 4.0]), np.array([4, 1, 4, 0]), np.array([0, 3, 3, 4])),
+                         shape=(6, 3))  # column 0: rows 4, 1, 4 (unsorted, a duplicate); column 1 empty
+    cases = [rand, wide, messy, sp.csc_array((0, 0)), sp.csc_array((5, 4)),
+             sp.csc_array(([2.0], ([3], [1])), shape=(5, 4))]
+    for A in cases:
+        A = sp.csc_array(A.astype(np_dt))
+        x = rng.integers(-2, 3, size=A.shape[1]).astype(np_dt)
+        canon = sp.csr_array(A)
+        canon.sum_duplicates()
+        want_y = (canon @ x).astype(np_dt)
+        before = A.copy()
+        for kernel in (fast, ref):
+            out = kernel(A=A, x=x)
+            np.testing.assert_array_equal(out["y"], want_y)
+            got = sp.csr_array(out["C"])
+            assert got.has_sorted_indices
+            np.testing.assert_array_equal(got.toarray(), 2 * canon.toarray())
+        assert (A != before).nnz == 0 and np.array_equal(A.indices, before.indices)

@@ -294,10 +294,10 @@ class Executable:
             values, present = value.to_presence()
             return (np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(present, dtype=np.bool_))
         # bound inputs are canonical already (the binder checked or built them): not checked twice per call
-        if value.format.name == "bsr":
-            from .layouts import bsr_to_csr
+        if value.format.name in ("bsr", "csc"):
+            from .layouts import bsr_to_csr, csc_to_csr
 
-            ptr, idx, data = bsr_to_csr(value)
+            ptr, idx, data = (bsr_to_csr if value.format.name == "bsr" else csc_to_csr)(value)
             return _index_array(ptr), _index_array(idx), np.ascontiguousarray(data, dtype=dtype)
         # a csr is taken as it is (to_csr would check its order again: 50-100 µs of a small call)
         csr = value if value.format.name == "csr" else value.to_csr()
