@@ -1,7 +1,9 @@
 """Inputs in formats other than csr (bsr, blockdiag, nm, csc) on the numba target.
 
-The kernels read compressed rows; such an input is placed into rows at binding (``backends/numba/layouts.py``
-for bsr and csc, ``Tensor.to_csr`` for the others) without sorting its coordinates. Every result is checked against
+Where the kernels read such an input's rows (merged with another operand, or with block walks turned off:
+``tests/test_numba_block_iteration.py`` covers the walks of its own layout), it is placed into rows at the call
+(``backends/numba/layouts.py`` for bsr and csc, ``Tensor.to_csr`` for the others) without sorting its
+coordinates; a csc read against its rows is walked by its columns as stored. Every result is checked against
 scipy and the reference interpreter, with stored zeros inside blocks (present entries), empty block rows, an
 empty matrix, one block, unsorted and duplicate blocks and int64 indices from scipy, and every dtype.
 """
@@ -132,3 +134,38 @@ def test_csc_inputs_are_transposed_into_rows(dt, np_dt):
             assert got.has_sorted_indices
             np.testing.assert_array_equal(got.toarray(), 2 * canon.toarray())
         assert (A != before).nnz == 0 and np.array_equal(A.indices, before.indices)
+
+
+CSC_T = """\
+input  A: csc<{dt}>[M, N]
+input  B: csr<{dt}>[N, M]
+input  D: csr<{dt}>[M, K]
+output C: csr<{dt}>[N, M]
+output P: csr<{dt}>[N, K]
+C[i, j] = A[j, i] + B[i, j]
+P[i, j] = sum[k] A[k, i] * D[k, j]
+"""
+
+
+@pytest.mark.parametrize("dt, np_dt", [("f64", np.float64), ("i64", np.int64)])
+def test_csc_read_against_its_rows_walks_its_columns(dt, np_dt):
+    """Aᵀ + B and Aᵀ·D with A csc: the kernels walk A's columns as stored (its transpose's rows): the module
+    takes A's own arrays only, so nothing is converted or transposed, on messy and empty inputs too."""
+    prog = sd.loads(CSC_T.format(dt=dt), name="csc_t")
+    fast, ref = prog.compile("numba"), prog.compile("ref")
+    assert {p.role for p in fast.executable.module.params if p.tensor == "A"} == {"bptr", "bidx", "bval"}
+    assert "transposed_count" not in fast.source  # no counting-sort kernels
+    rng = np.random.default_rng(8)
+    rand = sp.csc_array(sp.random_array((12, 9), density=0.3, rng=rng, format="csc"))
+    messy = sp.csc_array((np.array([1.0, 2.0, 3.0, 4.0]), np.array([4, 1, 4, 0]), np.array([0, 3, 3, 4] + [4] * 6)),
+                         shape=(12, 9))  # column 0: rows 4, 1, 4 (unsorted, a duplicate); later columns empty
+    for A in (rand, messy, sp.csc_array((12, 9))):
+        A = sp.csc_array(A.astype(np_dt))
+        B = sp.csr_array(sp.random_array((9, 12), density=0.2, rng=rng).astype(np_dt))
+        D = sp.csr_array(sp.random_array((12, 5), density=0.3, rng=rng).astype(np_dt))
+        canon = sp.csc_array(A)
+        canon.sum_duplicates()
+        for kernel in (fast, ref):
+            out = kernel(A=A, B=B, D=D)
+            np.testing.assert_allclose(sp.csr_array(out["C"]).toarray(), (canon.T + B).toarray(), rtol=1e-12)
+            np.testing.assert_allclose(sp.csr_array(out["P"]).toarray(), (canon.T @ D).toarray(), rtol=1e-12)

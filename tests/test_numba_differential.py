@@ -3,7 +3,8 @@
 A hypothesis strategy writes small valid programs from a grammar of index-notation statements — element-wise
 union and intersection, unary functions, casts, reductions over a product of two accesses sharing an index,
 structural / complement / value masks, index predicates, ``fill``, row ``softmax`` — over 1–3 inputs of random
-formats (csr, csc, coo, dense), dtypes and ranks, with outputs declared dense, csr or left to the compiler.
+formats (csr, csc, coo, dense; bsr, blockdiag and nm with parameters that any shape and pattern meet), dtypes
+and ranks, with outputs declared dense, csr or left to the compiler.
 Every program runs on two input sets (ordinary, then degenerate: 0-size dimensions, empty rows, a single entry,
 no entries); the presence of every output must match exactly and its values within the spec's tolerance.
 
@@ -209,7 +210,9 @@ def programs(draw) -> Case:
             dims = draw(st.sampled_from([d for d in MATRIX_DIMS if d[0] == q] or list(MATRIX_DIMS)))
         else:
             dims = draw(st.sampled_from(MATRIX_DIMS if rank == 2 else VECTOR_DIMS))
-        fmt = draw(st.sampled_from(["csr", "csc", "coo", "dense"] if rank == 2 else ["csr", "coo", "dense"]))
+        # (block formats whose constraints every drawn size and pattern meets: rows walked in blocks)
+        fmt = draw(st.sampled_from(["csr", "csc", "coo", "dense", "bsr(1, 1)", "blockdiag(1)", "nm(4, 4)"]
+                                   if rank == 2 else ["csr", "coo", "dense"]))
         dtype = draw(st.sampled_from(DTYPES))
         env.append(Operand(name, dims, dtype, True))
         decls.append(f"input {name}: {fmt}<{dtype}>[{', '.join(dims)}]")

@@ -50,7 +50,7 @@ VERSION = "0.2.0"
 # the array dtype kernels see: Numba has no CPU float16, so f16 values travel as float32 (exactly)
 KERNEL_DTYPE = dict(NUMPY_DTYPE, f16=np.dtype(np.float32))
 EMITS = ("loops", "code", "artifact")
-_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly", "one_pass_max_entries")
+_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly", "one_pass_max_entries", "blocks")
 # The code whose change must invalidate a program's entry in the compile index: all of sparsedsl (the IR
 # classes, lowering, dtype tables, ...) and this backend, wherever an editable install keeps it.
 _CODE_PACKAGES = ("sparsedsl", "sparsedsl.backends.numba")
@@ -211,6 +211,23 @@ def _index_array(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+_BLOCK_ROLES = ("bptr", "bidx", "bval", "boff")
+
+
+def _block_array(decl: T.Decl, value, role: str) -> np.ndarray:
+    """One array of a bsr/blockdiag/nm/csc input's own layout (``loop_ir.lower.Storage``): bsr's block row
+    pointer and block columns, csc's column pointer and row indices, the values of every format flattened in C
+    order, nm's slot offsets (flattened, as stored)."""
+    if role == "bptr":
+        return _index_array(value.indptr)
+    if role == "bidx":
+        return _index_array(value.indices)
+    if role == "boff":
+        return np.ascontiguousarray(value.offsets).reshape(-1)
+    values = getattr(value, value.value_attr)
+    return np.ascontiguousarray(values, dtype=KERNEL_DTYPE[decl.type.dtype]).reshape(-1)
+
+
 class Executable:
     """A compiled program: ``run(bound, sizes)`` → outputs by name as runtime containers."""
 
@@ -269,6 +286,10 @@ class Executable:
                 args.append(np.int64(sizes[p.tensor]))
                 continue
             decl = self._decls[p.tensor]
+            if p.role in _BLOCK_ROLES:
+                # a bsr/blockdiag/nm input read in its own layout (block walks): its arrays as they are
+                args.append(_block_array(decl, bound[p.tensor], p.role))
+                continue
             if p.tensor not in cache:
                 cache[p.tensor] = self._unpack(decl, p.kind, bound.get(p.tensor), CSR, Dense)
             arrays = cache[p.tensor]

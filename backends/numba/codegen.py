@@ -870,6 +870,8 @@ class Printer:
     def walk(self, s: L.Forall, cur: L.Cursor, start: str, followers, d: int) -> None:
         """The walk of one cursor's segment: jammed, or with what its accumulations do not move hoisted."""
         it, v, body = s.iteration, s.var, s.body
+        if cur.shift is not None:
+            self.line(d, f"{cur.name}_shift = np.int64({self.expr(cur.shift)})")
         if s.jam is not None:
             start = self.jammed(s, cur, d)
         else:
@@ -883,7 +885,10 @@ class Printer:
                 for name, e in hoisted:
                     self.line(d, f"{name} = {self.expr(e)}")
         self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
-        if self.identity_keys(cur.idx):
+        if cur.shift is not None:
+            # consecutive coordinates (a row of a block): computed, not loaded
+            self.line(d + 1, f"{v} = {cur.pos} + {cur.name}_shift")
+        elif self.identity_keys(cur.idx):
             # a compacted range workspace lists every key in order: the position is the key
             self.line(d + 1, f"{v} = {cur.pos}")
         else:
@@ -952,9 +957,13 @@ class Printer:
         for u in range(n):
             pos, var = L.Jam.copy_name(cur.pos, u), L.Jam.copy_name(s.var, u)
             self.line(d + 1, f"{pos} = {q} + {u}")
-            self.line(d + 1, f"{var} = {pos}" if identity else f"{var} = np.int64({cur.idx}[{pos}])")
+            if cur.shift is not None:
+                self.line(d + 1, f"{var} = {pos} + {cur.name}_shift")
+            else:
+                self.line(d + 1, f"{var} = {pos}" if identity else f"{var} = np.int64({cur.idx}[{pos}])")
             self.line(d + 1, f"{L.Jam.copy_name(cur.found, u)} = True")
-        rows = [] if identity else _row_gathers(s.body, s.var)
+        # (consecutive coordinates read consecutive rows: the hardware prefetcher follows them)
+        rows = [] if identity or cur.shift is not None else _row_gathers(s.body, s.var)
         if rows:
             # the keys PREFETCH_AHEAD positions on, one step's worth (see prefetch_rows)
             a = f"{cur.name}_ahead"

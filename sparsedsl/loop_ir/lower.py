@@ -93,6 +93,18 @@ class Storage:
     those it replaces (the new value is computed while the old one is read). ``const``, on a sparse kind: the
     value every present entry holds (a ``bool`` pattern's True, ``i64(A[i, j])`` of one), so that readers use
     the constant instead of loading it (triangle counting's lookups then touch no value array).
+
+    ``block``, on an input declared ``bsr``, ``blockdiag``, ``nm`` or ``csc``: its format (``T.Format``). Such an
+    input has two run-time layouts: its compressed rows (the ``csr`` arrays, made at each call from what it
+    stores) and its own arrays (``blocks``: ``blk_ptr``/``blk_idx``/``blk_val`` of bsr and csc, ``blk_val`` of
+    blockdiag, ``blk_val``/``blk_off`` of nm, values flattened in C order). A row walk that drives its loop
+    alone reads a block format's blocks (``Lowerer.block_walk``); a csc's own arrays are the compressed rows of
+    its transpose (``Lowerer.transpose``); everything else reads the rows. Only the arrays the kernels read
+    are parameters of the module (``Lowerer.lower``), so an input read only in its own layout is never
+    converted.
+
+    ``alias``: the (ptr, idx, val) names of arrays this storage reads instead of its own (a csc input's
+    transpose is its own arrays).
     """
 
     name: str
@@ -101,22 +113,38 @@ class Storage:
     shape: tuple[Dim, ...]
     tag: str = ""
     const: bool | int | float | None = None
+    block: T.Format | None = None
+    alias: tuple[str, str, str] | None = None
 
     @property
     def val(self) -> str:
+        if self.alias is not None:
+            return self.alias[2]
         return mangle(self.name, "s_" if self.kind in ("scalar", "oscalar") else "val_") + self.tag
 
     @property
     def ptr(self) -> str:
-        return mangle(self.name, "ptr_") + self.tag
+        return mangle(self.name, "ptr_") + self.tag if self.alias is None else self.alias[0]
 
     @property
     def idx(self) -> str:
-        return mangle(self.name, "idx_") + self.tag
+        return mangle(self.name, "idx_") + self.tag if self.alias is None else self.alias[1]
 
     @property
     def mask(self) -> str:
         return mangle(self.name, "has_" if self.kind == "oscalar" else "mask_") + self.tag
+
+    def blk(self, role: str) -> str:
+        """The name of one of a block input's own arrays (``ptr idx val off``)."""
+        return mangle(self.name, f"blk_{role}_") + self.tag
+
+    @property
+    def blocks(self) -> tuple[tuple[str, str], ...]:
+        """(array, role) of a block input's own layout (see the class docstring); () for any other."""
+        roles = {"bsr": ("ptr", "idx", "val"), "blockdiag": ("val",), "nm": ("val", "off"), "csc": ("ptr", "idx", "val")}
+        if self.block is None:
+            return ()
+        return tuple((self.blk(r), "b" + r) for r in roles[self.block.name])
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -199,6 +227,23 @@ def _leaves(lat: Lat) -> list:
     for p in lat.parts:
         out.extend(x for x in _leaves(p) if x not in out)
     return out
+
+
+@dataclass(frozen=True)
+class BlockPos:
+    """Where the walk of an ``nm`` row (``Lowerer.block_walk``) stands, in place of a cursor: ``at`` is the
+    position of the entry in the input's flattened values ``val``."""
+
+    name: str
+    val: str
+
+    @property
+    def at(self) -> str:
+        return self.name + "_p"
+
+    @property
+    def found(self) -> str:
+        return self.name + "_f"
 
 
 @dataclass(frozen=True)
@@ -314,7 +359,8 @@ class Lowerer:
             kind = "bitmap"
         # a bool sparse input is a pattern (interface.md): every stored entry is True once bound
         const = True if kind in ("csr", "bitmap") and t.dtype == "bool" else None
-        return Storage(d.name, kind, t.dtype, t.shape, const=const)
+        block = t.format if kind == "csr" and t.format.name in ("bsr", "blockdiag", "nm", "csc") else None
+        return Storage(d.name, kind, t.dtype, t.shape, const=const, block=block)
 
     def result_storage(self, st: T.Assign, decl: T.Decl | None) -> Storage:
         dtype = decl.type.dtype if decl is not None else st.value.dtype
@@ -349,7 +395,7 @@ class Lowerer:
     def lower(self) -> L.Module:
         for d in self.program.inputs:
             s = self.storage[d.name]
-            for a, role in s.roles:
+            for a, role in s.roles + s.blocks:
                 self.params.append(L.Param(a, s.kind, role, s.dtype, d.name, span=d.span))
         for d in self.program.decls:
             if d.kind == "const" and d.default is not None:
@@ -365,7 +411,13 @@ class Lowerer:
             if s is None:
                 raise SdslTargetError(f"output '{d.name}' is never assigned", d.span)
             results.append(L.Result(d.name, s.kind, s.dtype, s.arrays, span=d.span))
-        return L.Module(self.program.name, tuple(self.params), tuple(self.kernels), tuple(self.host),
+        # of a block input's two layouts, only the arrays something reads are passed (the other is not made)
+        read = (L.free_names(self.host) | {a for r in results for a in r.arrays}
+                | {a for t in L.walk_stmts(self.host) if isinstance(t, L.Invoke) for a in t.args})
+        twofold = {a for d in self.program.inputs for a, _ in self.storage[d.name].roles + self.storage[d.name].blocks
+                   if self.storage[d.name].block is not None}
+        params = tuple(p for p in self.params if p.name not in twofold or p.name in read)
+        return L.Module(self.program.name, params, tuple(self.kernels), tuple(self.host),
                         tuple(results), span=self.program.span)
 
     def _sizes(self) -> list[str]:
@@ -379,6 +431,9 @@ class Lowerer:
         for d in self.program.decls:
             for x in d.type.shape:
                 add(x)
+            if d.kind == "input" and d.type.rank == 2 and d.type.format.name in ("bsr", "blockdiag", "nm"):
+                for x in d.type.format.params:  # read by block walks
+                    add(x)
         for st in _all_assigns(self.program.body):
             for _v, dim in st.ranges:
                 add(dim)
@@ -507,6 +562,14 @@ class Lowerer:
         name = self.tnames.fresh(f"{tensor}_transposed")
         self.transposed.add(name)
         self.copies[key] = name
+        if src.block is not None and src.block.name == "csc" and src.tag == "":
+            # a csc input's columns are its transpose's rows: nothing to compute
+            self.storage[name] = Storage(name, "csr", src.dtype, (src.shape[1], src.shape[0]), const=src.const,
+                                         alias=(src.blk("ptr"), src.blk("idx"), src.blk("val")))
+            self.notes.append((tensor, "layout", "columns as stored",
+                               f"a statement reads {tensor} against its rows: its compressed columns (csc) are "
+                               "walked as the rows of its transpose", st.span))
+            return name
         rows, cols = (dim_expr(d) for d in src.shape)
         out = Storage(name, "csr", src.dtype, (src.shape[1], src.shape[0]), const=src.const)
         self.notes.append((tensor, "layout", "transposed copy",
@@ -1179,6 +1242,75 @@ class Lowerer:
         return L.Cursor(name, s.idx, L.Load(s.ptr, (row,)),
                         L.Load(s.ptr, (L.Op("+", (row, I64_ONE), "i64"),)))
 
+    def block_layout(self, leaf) -> bool:
+        """Whether ``leaf`` (a driver walked alone) is a row of a block input read in its own layout."""
+        if not isinstance(leaf, T.Access) or self.options.get("blocks") is False:
+            return False
+        s = self.storage[leaf.tensor]
+        return s.block is not None and s.block.name != "csc" and s.tag == ""
+
+    def block_walk(self, v: str, leaf: T.Access, c: Ctx, block: list[L.Stmt], inner) -> None:
+        """Row ``i`` of a block input walked in its own layout, coordinates ascending (block iteration):
+
+        * ``bsr(BM, BN)``: a loop over the blocks of block row ``i // BM``, and in each a walk of the ``BN``
+          consecutive entries of its row ``i % BM`` (columns ``BN * block column`` on);
+        * ``blockdiag(NB)``: the walk of the ``bn`` consecutive entries of row ``i`` of diagonal block
+          ``i // bm``: the blocks in C order are the rows in order;
+        * ``nm(N, M)``: per group of ``M`` columns, its filled slots (offset >= 0; filled slots come first).
+
+        bsr and blockdiag rows are walks of consecutive coordinates (``L.Cursor.shift``): no index is loaded,
+        and the code generator treats them as any walk (unroll-and-jam included). Nothing is converted at the
+        call (see ``Storage``)."""
+        s = self.storage[leaf.tensor]
+        fmt = s.block
+        w = self.names.fresh("w_b")
+        row = L.Var(index_name(leaf.pos[0].var))
+        col = index_name(v)
+        i64 = "i64"
+
+        def op(o, a, b):
+            return L.Op(o, (a, b), i64)
+
+        def walk(start: L.Expr, length: L.Expr, first: L.Expr) -> L.Forall:
+            """The walk of ``length`` values from ``start`` in the flattened values, at columns ``first`` on."""
+            cur = L.Cursor(w, s.blk("val"), start, op("+", start, length), op("-", first, start))
+            c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (cur, True)})
+            body: list[L.Stmt] = []
+            inner(c2, body)
+            return L.Forall(col, L.Iteration("intersect", None, (cur,)), tuple(body), span=self.stmt.span)
+
+        params = [L.Const(p, i64) if isinstance(p, int) else L.Var(size_name(p)) for p in fmt.params]
+        if fmt.name == "bsr":
+            bm, bn = params
+            # (names of their own: the code generator derives the walk's locals from the cursor's name)
+            q, brow, ii = (L.Var(self.names.fresh(x)) for x in ("w_bq", "w_brow", "w_bii"))
+            block.append(L.Let(brow.name, i64, op("//", row, bm)))
+            block.append(L.Let(ii.name, i64, op("-", row, op("*", brow, bm))))
+            start = op("*", op("+", op("*", q, bm), ii), bn)
+            first = op("*", L.Cast(L.Load(s.blk("idx"), (q,)), i64), bn)
+            block.append(L.For(q.name, L.Cast(L.Load(s.blk("ptr"), (brow,)), i64),
+                               L.Cast(L.Load(s.blk("ptr"), (op("+", brow, I64_ONE),)), i64),
+                               (walk(start, bn, first),)))
+        elif fmt.name == "blockdiag":
+            (nb,) = params
+            bm, bn = (op("//", dim_expr(d), nb) for d in s.shape)
+            block.append(walk(op("*", row, bn), bn, op("*", op("//", row, bm), bn)))
+        else:
+            n, m = params
+            pos = BlockPos(w, s.blk("val"))
+            c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (pos, True)})
+            groups, g, t, off = (L.Var(w + x) for x in ("_groups", "_g", "_t", "_off"))
+            at = op("+", op("*", op("+", op("*", row, groups), g), n), t)
+            body: list[L.Stmt] = [L.Let(col, i64, op("+", op("*", g, m), off)), L.Let(pos.at, i64, at)]
+            inner(c2, body)
+            block.append(L.Let(groups.name, i64, op("//", op("+", dim_expr(s.shape[1]), op("-", m, I64_ONE)), m)))
+            slot = (L.Let(off.name, i64, L.Cast(L.Load(s.blk("off"), (at,)), i64)),
+                    L.If(L.Op(">=", (off, I64_ZERO), "bool"), tuple(body)))
+            block.append(L.For(g.name, I64_ZERO, groups, (L.For(t.name, I64_ZERO, n, slot),)))
+        self.notes.append((leaf.tensor, "layout", "block iteration",
+                           f"rows of {leaf.tensor} ({fmt}) are walked in its own blocks, not converted to "
+                           "compressed rows", self.stmt.span))
+
     def forall(self, v: str, exprs, c: Ctx, block: list[L.Stmt], inner, outer: bool = False,
                partials=()) -> None:
         """A loop over ``v`` evaluating ``exprs`` at each coordinate (see the module docstring)."""
@@ -1191,6 +1323,9 @@ class Lowerer:
             req = _required(lat)
             kind, drivers = ("intersect", req) if req else ("union", _leaves(lat))
         followers = [x for x in leaves if x not in drivers]
+        if kind == "intersect" and len(drivers) == 1 and not followers and self.block_layout(drivers[0]):
+            self.block_walk(v, drivers[0], c, block, inner)
+            return
         cursors = dict(c.cursors)
         dcur = []
         for leaf in drivers:
@@ -1546,7 +1681,9 @@ class Lowerer:
             cache = self.names.fresh("w_row")
             self.alloc_array(L.Alloc(cache, work, (self.ranges[v],), span=self.stmt.span))
             own = _required(self.lattice(sm.body, v, c))
-            if len(own) == 1 and isinstance(own[0], T.Access) and _required(reader) == own:
+            # (not a block input's: its rows may be walked in blocks by one pass and as rows by another)
+            if (len(own) == 1 and isinstance(own[0], T.Access) and _required(reader) == own
+                    and not self.block_layout(own[0])):
                 leaf = own[0]
             self.notes.append((self.stmt.target, "softmax", "row cache",
                                f"the scores along '{v}' are computed once per row and kept for the "
@@ -1682,8 +1819,14 @@ class Lowerer:
         else:
             array = self.storage[leaf.tensor].val
             const = self.storage[leaf.tensor].const
+        if isinstance(cur, BlockPos):
+            array, at = cur.val, cur.at
+        else:
+            at = cur.pos
+            if cur.shift is not None:
+                array = cur.idx  # a walk of consecutive coordinates indexes the values array
         pres = TRUE if always else L.Var(cur.found)
-        load = L.Load(array, (L.Var(cur.pos),)) if const is None else L.Const(const, stored or dtype)
+        load = L.Load(array, (L.Var(at),)) if const is None else L.Const(const, stored or dtype)
         val = load if always else L.Op("select", (pres, load, self.zero(stored or dtype)), stored or dtype)
         return self.cast(val, dtype, stored or dtype), pres
 

@@ -108,12 +108,17 @@ class Locate(Expr):
 
 @dataclass(frozen=True)
 class Cursor(Node):
-    """A sorted walk over ``idx[start:stop]``; its body variables are ``<name>_p`` and ``<name>_f``."""
+    """A sorted walk over ``idx[start:stop]``; its body variables are ``<name>_p`` and ``<name>_f``.
+
+    ``shift`` (None: the coordinate at position ``p`` is ``idx[p]``): a walk over consecutive coordinates,
+    ``p + shift`` at position ``p``, no index loaded; ``idx`` is then the values array the positions index
+    (a row of a block of a ``bsr`` or ``blockdiag`` input, see ``loop_ir.lower.Lowerer.block_walk``)."""
 
     name: str
     idx: str
     start: Expr
     stop: Expr
+    shift: Expr | None = None
 
     @property
     def pos(self) -> str:
@@ -525,6 +530,8 @@ def free_names(body) -> set[str]:
                     for cur in it.drivers + it.followers + it.lookups:
                         expr(cur.start)
                         expr(cur.stop)
+                        if cur.shift is not None:
+                            expr(cur.shift)
                         used.add(cur.idx)
                         defined.update((cur.pos, cur.found))
                     for cur in it.lookups:

@@ -31,6 +31,9 @@ def format_expr(e: L.Expr) -> str:
 
 
 def _cursor(c: L.Cursor) -> str:
+    if c.shift is not None:
+        return (f"{c.name}: consecutive {c.idx}[{format_expr(c.start)}:{format_expr(c.stop)}] "
+                f"at {c.name}_p + {format_expr(c.shift)}")
     return f"{c.name}: {c.idx}[{format_expr(c.start)}:{format_expr(c.stop)}]"
 
 

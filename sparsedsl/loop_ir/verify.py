@@ -163,6 +163,10 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 for c in it.drivers + it.followers + it.lookups:
                     _check_expr(c.start, scope, problems, where)
                     _check_expr(c.stop, scope, problems, where)
+                    if c.shift is not None:
+                        _check_expr(c.shift, scope, problems, where)
+                        if it.kind != "intersect" or len(it.drivers) != 1 or c not in it.drivers:
+                            problems.append(f"{where}: consecutive cursor {c.name} must drive its loop alone")
                     if c.idx not in scope:
                         problems.append(f"{where}: cursor {c.name} walks undefined {c.idx}")
                     inner |= {c.pos, c.found}

@@ -349,10 +349,14 @@ def as_container(value, name: str, dtype: str, sparse_target: bool = True, patte
         value.validate(name)
         if isinstance(value, Dense):
             return _from_dense_array(value.values, name, dtype, sparse_target, pattern)
+        if pattern:
+            # True at every stored coordinate, whatever the entry holds: a bool block format stores False too
+            # (a blockdiag's or bsr's entries outside the nonzeros, an nm's empty slots)
+            if value.dtype == "bool" and getattr(value, value.value_attr).all():
+                return value
+            return _pattern_of(value, name)
         if value.dtype == dtype:
             return value
-        if pattern:
-            return _pattern_of(value, name)
         return value.astype(dtype, name)
     if _is_scipy_sparse(value):
         src = _from_scipy(value, name, dtype, pattern)
