@@ -19,7 +19,9 @@ float reductions use vector lanes (LLVM's ``reassoc`` flag only; False keeps eve
 ``two-pass``) — ``auto`` assembles a sparse result whose rows come out of a workspace (SpGEMM) in one numeric
 pass into scratch (``Lowerer.one_pass``) unless the scratch would exceed ``one_pass_max_entries`` entries
 (default 2^25: larger scratch is not kept between calls, so its page faults and copy cost more than a symbolic
-pass), ``two-pass`` always runs a symbolic pass first; ``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
+pass), ``two-pass`` always runs a symbolic pass first; ``blocks`` (default True) walks the rows of bsr,
+blockdiag and nm inputs in their blocks (``Lowerer.block_walk``; False: compressed rows made at the call);
+``cache_dir`` chooses the cache folder (default ``$SDSL_CACHE_DIR`` or ``~/.cache/sparsedsl``).
 
 Threading layer: the backend leaves Numba's choice (OpenMP where available) and sets no process-wide knob
 (``numba.config.THREADING_LAYER``, ``OMP_WAIT_POLICY``), since either would also change every other
@@ -287,7 +289,7 @@ class Executable:
                 continue
             decl = self._decls[p.tensor]
             if p.role in _BLOCK_ROLES:
-                # a bsr/blockdiag/nm input read in its own layout (block walks): its arrays as they are
+                # an input read in its own layout (block walks, csc columns): its arrays as they are
                 args.append(_block_array(decl, bound[p.tensor], p.role))
                 continue
             if p.tensor not in cache:

@@ -141,7 +141,8 @@ class Storage:
     @property
     def blocks(self) -> tuple[tuple[str, str], ...]:
         """(array, role) of a block input's own layout (see the class docstring); () for any other."""
-        roles = {"bsr": ("ptr", "idx", "val"), "blockdiag": ("val",), "nm": ("val", "off"), "csc": ("ptr", "idx", "val")}
+        roles = {"bsr": ("ptr", "idx", "val"), "blockdiag": ("val",), "nm": ("val", "off"),
+                 "csc": ("ptr", "idx", "val")}
         if self.block is None:
             return ()
         return tuple((self.blk(r), "b" + r) for r in roles[self.block.name])
