@@ -100,8 +100,10 @@ def block_input(fmt: str, rows_of_blocks: int, density: float, seed: int, dt: st
         m, n = 2 * rows_of_blocks, 10  # groups of 4 columns, the last one of 2
         offsets = np.full((m, 3, 2), -1, dtype=np.int8)
         for r in range(m):
+            full = rng.random() < density  # every slot of the row filled (walked as one run of slots)
             for g, width in enumerate((4, 4, 2)):
-                take = np.sort(rng.choice(width, size=rng.integers(0, 3), replace=False)) if density else []
+                size = 2 if full else rng.integers(0, 3) if density else 0
+                take = np.sort(rng.choice(width, size=size, replace=False))
                 offsets[r, g, :len(take)] = take
         vals = values((m, 3, 2))
         vals[offsets < 0] = 0

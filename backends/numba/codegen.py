@@ -886,8 +886,8 @@ class Printer:
                     self.line(d, f"{name} = {self.expr(e)}")
         self.line(d, f"for {cur.pos} in range({start}, {self.expr(cur.stop)}):")
         if cur.shift is not None:
-            # consecutive coordinates (a row of a block): computed, not loaded
-            self.line(d + 1, f"{v} = {cur.pos} + {cur.name}_shift")
+            # a row of a block input: coordinates computed (consecutive), or from the slots' offsets
+            self.line(d + 1, f"{v} = {self.shifted_key(cur, cur.pos)}")
         elif self.identity_keys(cur.idx):
             # a compacted range workspace lists every key in order: the position is the key
             self.line(d + 1, f"{v} = {cur.pos}")
@@ -958,7 +958,7 @@ class Printer:
             pos, var = L.Jam.copy_name(cur.pos, u), L.Jam.copy_name(s.var, u)
             self.line(d + 1, f"{pos} = {q} + {u}")
             if cur.shift is not None:
-                self.line(d + 1, f"{var} = {pos} + {cur.name}_shift")
+                self.line(d + 1, f"{var} = {self.shifted_key(cur, pos)}")
             else:
                 self.line(d + 1, f"{var} = {pos}" if identity else f"{var} = np.int64({cur.idx}[{pos}])")
             self.line(d + 1, f"{L.Jam.copy_name(cur.found, u)} = True")
@@ -975,6 +975,13 @@ class Printer:
         self.stmts(s.jam.body, d + 1)
         self.line(d + 1, f"{q} += {n}")
         return q
+
+    def shifted_key(self, cur: L.Cursor, pos: str) -> str:
+        """The coordinate at ``pos`` of a walk over a block input's row (``L.Cursor.shift``)."""
+        if cur.groups is None:
+            return f"{pos} + {cur.name}_shift"
+        n, m = (self.expr(x) for x in cur.groups)
+        return f"({pos} // {n}) * {m} + np.int64({cur.idx}[{pos}]) + {cur.name}_shift"
 
     def prefetch_rows(self, s: L.Forall, cur: L.Cursor, d: int) -> None:
         """Rows of dense matrices that the body reads at this loop's key (``X[j, f]`` in SpMM, ``K[j, d]`` in

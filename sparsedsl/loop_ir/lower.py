@@ -232,8 +232,8 @@ def _leaves(lat: Lat) -> list:
 
 @dataclass(frozen=True)
 class BlockPos:
-    """Where the walk of an ``nm`` row (``Lowerer.block_walk``) stands, in place of a cursor: ``at`` is the
-    position of the entry in the input's flattened values ``val``."""
+    """Where the slot-by-slot walk of an ``nm`` row (``Lowerer.block_walk``) stands, in place of a cursor:
+    ``at`` is the position of the entry in the input's flattened values ``val``."""
 
     name: str
     val: str
@@ -1257,11 +1257,12 @@ class Lowerer:
           consecutive entries of its row ``i % BM`` (columns ``BN * block column`` on);
         * ``blockdiag(NB)``: the walk of the ``bn`` consecutive entries of row ``i`` of diagonal block
           ``i // bm``: the blocks in C order are the rows in order;
-        * ``nm(N, M)``: per group of ``M`` columns, its filled slots (offset >= 0; filled slots come first).
+        * ``nm(N, M)``: a row whose slots are all filled, one walk over them (coordinates from the offsets,
+          ``L.Cursor.groups``); another, per group of ``M`` columns its filled slots (offset >= 0).
 
-        bsr and blockdiag rows are walks of consecutive coordinates (``L.Cursor.shift``): no index is loaded,
-        and the code generator treats them as any walk (unroll-and-jam included). Nothing is converted at the
-        call (see ``Storage``)."""
+        bsr and blockdiag rows are walks of consecutive coordinates (``L.Cursor.shift``): no index is loaded.
+        The code generator treats these walks as any row walk (unroll-and-jam included). Nothing is converted
+        at the call (see ``Storage``)."""
         s = self.storage[leaf.tensor]
         fmt = s.block
         w = self.names.fresh("w_b")
@@ -1274,7 +1275,7 @@ class Lowerer:
 
         def walk(start: L.Expr, length: L.Expr, first: L.Expr) -> L.Forall:
             """The walk of ``length`` values from ``start`` in the flattened values, at columns ``first`` on."""
-            cur = L.Cursor(w, s.blk("val"), start, op("+", start, length), op("-", first, start))
+            cur = L.Cursor(w, s.blk("val"), start, op("+", start, length), op("-", first, start), values=s.blk("val"))
             c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (cur, True)})
             body: list[L.Stmt] = []
             inner(c2, body)
@@ -1298,16 +1299,32 @@ class Lowerer:
             block.append(walk(op("*", row, bn), bn, op("*", op("//", row, bm), bn)))
         else:
             n, m = params
-            pos = BlockPos(w, s.blk("val"))
-            c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (pos, True)})
-            groups, g, t, off = (L.Var(w + x) for x in ("_groups", "_g", "_t", "_off"))
-            at = op("+", op("*", op("+", op("*", row, groups), g), n), t)
-            body: list[L.Stmt] = [L.Let(col, i64, op("+", op("*", g, m), off)), L.Let(pos.at, i64, at)]
-            inner(c2, body)
+            groups, full, g, t, off = (L.Var(self.names.fresh(x))
+                                       for x in ("w_groups", "w_full", "w_bg", "w_bt", "w_boff"))
             block.append(L.Let(groups.name, i64, op("//", op("+", dim_expr(s.shape[1]), op("-", m, I64_ONE)), m)))
+            # a row whose slots are all filled (a pruned weight's usually are) is one walk over its slots, which
+            # the code generator unrolls like any row walk; another visits each slot and skips the empty ones
+            first = op("*", op("*", row, groups), n)
+            stop = op("+", first, op("*", groups, n))
+            block.append(L.Let(full.name, "bool", TRUE))
+            block.append(L.For(t.name, first, stop, (
+                L.If(L.Op("<", (L.Cast(L.Load(s.blk("off"), (t,)), i64), I64_ZERO), "bool"),
+                     (L.Set(full.name, FALSE),)),)))
+            shift = L.Op("neg", (op("*", op("*", row, groups), m),), i64)
+            cur = L.Cursor(w, s.blk("off"), first, stop, shift, (n, m), s.blk("val"))
+            c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (cur, True)})
+            body: list[L.Stmt] = []
+            inner(c2, body)
+            whole = L.Forall(col, L.Iteration("intersect", None, (cur,)), tuple(body), span=self.stmt.span)
+            pos = BlockPos(self.names.fresh("w_bs"), s.blk("val"))
+            c2 = c.with_(bound=c.bound + (v,), cursors={**c.cursors, leaf: (pos, True)})
+            at = op("+", op("*", op("+", op("*", row, groups), g), n), t)
+            body = [L.Let(col, i64, op("+", op("*", g, m), off)), L.Let(pos.at, i64, at)]
+            inner(c2, body)
             slot = (L.Let(off.name, i64, L.Cast(L.Load(s.blk("off"), (at,)), i64)),
                     L.If(L.Op(">=", (off, I64_ZERO), "bool"), tuple(body)))
-            block.append(L.For(g.name, I64_ZERO, groups, (L.For(t.name, I64_ZERO, n, slot),)))
+            slots = L.For(g.name, I64_ZERO, groups, (L.For(t.name, I64_ZERO, n, slot),))
+            block.append(L.If(full, (whole,), (slots,)))
         self.notes.append((leaf.tensor, "layout", "block iteration",
                            f"rows of {leaf.tensor} ({fmt}) are walked in its own blocks, not converted to "
                            "compressed rows", self.stmt.span))
@@ -1824,8 +1841,8 @@ class Lowerer:
             array, at = cur.val, cur.at
         else:
             at = cur.pos
-            if cur.shift is not None:
-                array = cur.idx  # a walk of consecutive coordinates indexes the values array
+            if cur.values is not None:
+                array = cur.values  # a walk of a block input's own layout
         pres = TRUE if always else L.Var(cur.found)
         load = L.Load(array, (L.Var(at),)) if const is None else L.Const(const, stored or dtype)
         val = load if always else L.Op("select", (pres, load, self.zero(stored or dtype)), stored or dtype)

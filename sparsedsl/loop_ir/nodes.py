@@ -110,15 +110,22 @@ class Locate(Expr):
 class Cursor(Node):
     """A sorted walk over ``idx[start:stop]``; its body variables are ``<name>_p`` and ``<name>_f``.
 
-    ``shift`` (None: the coordinate at position ``p`` is ``idx[p]``): a walk over consecutive coordinates,
-    ``p + shift`` at position ``p``, no index loaded; ``idx`` is then the values array the positions index
-    (a row of a block of a ``bsr`` or ``blockdiag`` input, see ``loop_ir.lower.Lowerer.block_walk``)."""
+    The rows of block inputs (``loop_ir.lower.Lowerer.block_walk``) are walks of other shapes:
+
+    * ``shift`` alone: consecutive coordinates, ``p + shift`` at position ``p``, no index loaded (a row of a
+      block of a ``bsr`` or ``blockdiag`` input);
+    * ``shift`` and ``groups`` = (N, M): slots of an N:M row, ``(p // N) * M + idx[p] + shift`` (``idx`` holds
+      each slot's offset in its group of M columns).
+
+    ``values``: the array the positions index for values, when it is not the tensor's own (None)."""
 
     name: str
     idx: str
     start: Expr
     stop: Expr
     shift: Expr | None = None
+    groups: tuple[Expr, Expr] | None = None
+    values: str | None = None
 
     @property
     def pos(self) -> str:
@@ -530,8 +537,11 @@ def free_names(body) -> set[str]:
                     for cur in it.drivers + it.followers + it.lookups:
                         expr(cur.start)
                         expr(cur.stop)
-                        if cur.shift is not None:
-                            expr(cur.shift)
+                        for x in (cur.shift, *(cur.groups or ())):
+                            if x is not None:
+                                expr(x)
+                        if cur.values is not None:
+                            used.add(cur.values)
                         used.add(cur.idx)
                         defined.update((cur.pos, cur.found))
                     for cur in it.lookups:

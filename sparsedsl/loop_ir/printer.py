@@ -31,6 +31,10 @@ def format_expr(e: L.Expr) -> str:
 
 
 def _cursor(c: L.Cursor) -> str:
+    if c.groups is not None:
+        n, m = (format_expr(x) for x in c.groups)
+        return (f"{c.name}: slots {c.idx}[{format_expr(c.start)}:{format_expr(c.stop)}] "
+                f"at ({c.name}_p // {n}) * {m} + {c.idx}[{c.name}_p] + {format_expr(c.shift)}")
     if c.shift is not None:
         return (f"{c.name}: consecutive {c.idx}[{format_expr(c.start)}:{format_expr(c.stop)}] "
                 f"at {c.name}_p + {format_expr(c.shift)}")

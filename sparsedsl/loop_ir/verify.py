@@ -163,8 +163,13 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 for c in it.drivers + it.followers + it.lookups:
                     _check_expr(c.start, scope, problems, where)
                     _check_expr(c.stop, scope, problems, where)
+                    if c.values is not None and c.values not in scope:
+                        problems.append(f"{where}: cursor {c.name} reads undefined {c.values}")
+                    if c.groups is not None and c.shift is None:
+                        problems.append(f"{where}: cursor {c.name} walks N:M slots without a shift")
                     if c.shift is not None:
-                        _check_expr(c.shift, scope, problems, where)
+                        for x in (c.shift, *(c.groups or ())):
+                            _check_expr(x, scope, problems, where)
                         if it.kind != "intersect" or len(it.drivers) != 1 or c not in it.drivers:
                             problems.append(f"{where}: consecutive cursor {c.name} must drive its loop alone")
                     if c.idx not in scope:
