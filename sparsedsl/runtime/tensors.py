@@ -884,9 +884,10 @@ class NM(Tensor):
             filled = off >= 0
             if (filled[..., 1:] & ~filled[..., :-1]).any():
                 raise SdslInputError(f"{what}: an empty slot (offset -1) precedes a filled one in a group")
-            g = np.arange(self.groups, dtype=np.int64)[None, :, None]
-            col = g * m + off.astype(np.int64)
-            if (filled & (col >= self.shape[1])).any():
+            # only the last group can reach past the last column (every earlier one ends before it): checking
+            # it alone spares two int64 copies of the offsets (a 4096² 2:4 matrix: 50 ms of every call's binding)
+            last = off[:, -1, :]
+            if ((last >= 0) & (last.astype(np.int64) + (self.groups - 1) * m >= self.shape[1])).any():
                 raise SdslInputError(f"{what}: an offset points past the last column {self.shape[1] - 1}")
 
     def astype(self, dtype, name="value"):
