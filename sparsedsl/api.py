@@ -144,7 +144,7 @@ class Kernel:
         self.compile_seconds = compile_seconds
         # Worked out once here rather than on every call: a warm call's fixed cost is part of the contract
         # (issue 3: under 200 µs for small inputs), and the IR's inputs/outputs are computed properties.
-        self._binder = InputBinder(ir, csr_check=getattr(executable, "csr_check", None))
+        self._binder = InputBinder(ir, checks=getattr(executable, "structure_checks", None))
         self._input_decls = ir.inputs
         self._output_names = tuple(d.name for d in ir.outputs)
         self._to_user = to_user

@@ -247,10 +247,10 @@ class Executable:
         self._params, self._results = layout
         self._pymod = _load_source(source, {}, cache_dir)
         self._decls = {d.name: d for d in program.decls}
-        from sparsedsl.backends.numba.validate import canonical_csr
+        from sparsedsl.backends.numba.validate import canonical_csr, canonical_nm
 
-        # the binder's CSR structure check, compiled (see validate.py): the kernel's caller binds with it
-        self.csr_check = canonical_csr
+        # the binder's structure checks, compiled (see validate.py): the kernel's caller binds with them
+        self.structure_checks = {"csr": canonical_csr, "nm": canonical_nm}
 
     @property
     def module(self) -> "L.Module":

@@ -58,13 +58,19 @@ class InputBinder:
 
     __slots__ = ("program", "_names", "_plans")
 
-    def __init__(self, program: nodes.Program, csr_check=None):
-        """``csr_check``: a backend's own version of ``csr_canonical`` (same contract), used by the CSR fast
-        path instead of the numpy passes (the numba target's compiled check is two to three times faster)."""
+    def __init__(self, program: nodes.Program, checks=None):
+        """``checks``: a backend's compiled structure checks, by format name (see ``_InputPlan``):
+
+        * ``"csr"``: its own version of ``csr_canonical`` (same contract), used by the CSR fast path instead
+          of the numpy passes (the numba target's compiled check is two to three times faster);
+        * ``"nm"``: ``check(offsets, m, ncols) -> bool``, whether an ``NM`` container's offsets are valid
+          (``NM.validate``) and canonical (``NM.is_canonical``). With it, an ``NM`` value of the declared
+          format and dtype is bound as it is after that one pass (without it, after the numpy checks of
+          ``bind_value``, several passes over all the offsets)."""
         self.program = program
         inputs = program.inputs
         self._names = frozenset(d.name for d in inputs)
-        self._plans = tuple(_InputPlan(d, csr_check) for d in inputs)
+        self._plans = tuple(_InputPlan(d, checks or {}) for d in inputs)
 
     def __call__(self, kwargs: dict) -> tuple[dict[str, Tensor], dict[str, int]]:
         names = self._names
@@ -145,11 +151,12 @@ class _InputPlan:
     """One input declaration: its type read once, and the fast path that applies to it (or None)."""
 
     __slots__ = ("decl", "name", "ttype", "has_default", "default", "dims", "repeated", "storage", "pattern",
-                 "fast", "csr_check")
+                 "fast", "csr_check", "nm_check")
 
-    def __init__(self, decl: nodes.Decl, csr_check=None):
+    def __init__(self, decl: nodes.Decl, checks: dict):
         self.decl = decl
-        self.csr_check = csr_check or csr_canonical
+        self.csr_check = checks.get("csr") or csr_canonical
+        self.nm_check = checks.get("nm")
         self.name = decl.name
         self.ttype = ttype = decl.type
         self.has_default = decl.default is not None
@@ -168,6 +175,8 @@ class _InputPlan:
             self.fast = self._fast_scipy_csr
         elif fmt in ("dense", "auto"):
             self.fast = self._fast_ndarray
+        elif fmt == "nm" and self.nm_check is not None:
+            self.fast = self._fast_nm
 
     def _fits_sizes(self, shape: tuple, sizes: dict[str, int]) -> bool:
         """Whether ``shape`` matches the declared dimensions and the sizes bound so far (binds nothing)."""
@@ -233,6 +242,38 @@ class _InputPlan:
         self._bind_sizes(shape, sizes, bound_by)
         values = np.ones(nnz, dtype=bool) if self.pattern else data
         return CSR._raw(indptr=indptr, indices=indices, data=values, shape=shape, dtype=self.ttype.dtype)
+
+
+    def _fast_nm(self, value, sizes, bound_by):
+        # what bind_value returns for an NM of the declared dtype and parameters that is valid and canonical:
+        # the value itself (a pattern's stored values must all be True already, as in as_container)
+        if value.__class__ is not NM or value.dtype != self.ttype.dtype:
+            return None
+        shape = value.shape
+        if len(shape) != 2 or not self._fits_sizes(shape, sizes):
+            return None
+        values, offsets = value.values, value.offsets
+        expect = (shape[0], value.groups, value.n)
+        if (values.shape != expect or offsets.shape != expect or offsets.dtype.kind not in "iu"
+                or value.n < 1 or value.m < 1):
+            return None
+        # parameters are looked up as bind_value does: sizes bound so far, then this value's own extents
+        fixed: dict[str, int] = {d: e for d, e in zip(self.dims, shape) if d.__class__ is not int}
+        for p, v in zip(self.ttype.format.params, (value.n, value.m)):
+            known = p if p.__class__ is int else sizes.get(p, fixed.get(p))
+            if known is None:
+                fixed[p] = v
+            elif known != v:
+                return None
+        if self.pattern and not values.all():
+            return None
+        if offsets.size and not self.nm_check(offsets, value.m, shape[1]):
+            return None
+        for p, v in fixed.items():
+            if p not in sizes:
+                sizes[p] = v
+                bound_by[p] = self.name
+        return value
 
 
 def bind_value(value, name: str, ttype: TensorType, sizes: dict[str, int], bound_by: dict[str, str]) -> Tensor:
