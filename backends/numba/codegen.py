@@ -599,24 +599,34 @@ class Printer:
             s = body[i]
             plan = _direct_plan(body, i, self.ws_kind, self.fills)
             if plan is not None:
-                # the row is copied whole into a dense output row: accumulate in that row itself (a
-                # row that gets no contribution is never written and keeps the output's fill)
+                # the row is copied whole into a dense output row: accumulate without the compaction's copy
+                # (without an identity, in that row itself: a row that gets no contribution is never
+                # written and keeps the output's fill)
                 self.stmt(s, depth)
                 end, array, index, ident = plan
                 fill = self.fills.get(array)
-                self.line(depth, f"{s.ws}_val = {array}[{', '.join(self.expr(x) for x in index)}]")
+                row = f"{array}[{', '.join(self.expr(x) for x in index)}]"
                 if ident is not None:
                     # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
                     # signed zeros included) so that every contribution just combines, with no test of
-                    # whether it is the first; a row that got none gets the output's fill back
+                    # whether it is the first; a row that got none gets the output's fill. The row
+                    # accumulates in the thread's own workspace and is copied out whole at its end: LLVM
+                    # knows that array aliases no input, and vectorizes the accumulation without runtime
+                    # overlap checks (accumulating in the output row itself made blockdiag SpMM 1.7x slower)
+                    self.line(depth, f"{s.ws}_out = {row}")
                     self.line(depth, f"for {s.ws}_t in range({s.ws}_width):")
                     self.line(depth + 1, f"{s.ws}_val[{s.ws}_t] = {ident}")
                     self.ws_mode[s.ws] = "combine"
+                else:
+                    self.line(depth, f"{s.ws}_val = {row}")
                 self.stmts(body[i + 1:end + 1], depth)
                 if ident is not None:
                     self.line(depth, f"if {s.ws}_first:")
                     self.line(depth + 1, f"for {s.ws}_t in range({s.ws}_width):")
-                    self.line(depth + 2, f"{s.ws}_val[{s.ws}_t] = {self.expr(fill)}")
+                    self.line(depth + 2, f"{s.ws}_out[{s.ws}_t] = {self.expr(fill)}")
+                    self.line(depth, "else:")
+                    self.line(depth + 1, f"for {s.ws}_t in range({s.ws}_width):")
+                    self.line(depth + 2, f"{s.ws}_out[{s.ws}_t] = {s.ws}_val[{s.ws}_t]")
                 self.ws_mode.pop(s.ws, None)
                 i = end + 2
                 continue
@@ -1526,10 +1536,11 @@ def _identity_const(op: str, dtype: str) -> str | None:
 
 def _direct_plan(body: tuple, i: int, ws_kind: dict, fills: dict) -> tuple | None:
     """``(end, array, leading index, identity)`` when ``body[i]`` resets a range workspace whose compacted row
-    ``body[end + 1]`` copies whole into a dense output row (``_direct_row``): the printer accumulates in that
-    row itself. ``identity`` (source text, or None) is the exact identity the row then starts at, when its
-    accumulations use one operator that has one and the output's fill is a constant; the printer then also
-    writes the fill back into a row that got no contribution, so such a row is written whole."""
+    ``body[end + 1]`` copies whole into a dense output row (``_direct_row``): the printer leaves out the
+    compaction's copy. ``identity`` (source text, or None) is the exact identity the row then starts at, when
+    its accumulations use one operator that has one and the output's fill is a constant: the row accumulates
+    in the workspace from that identity and is copied out whole at its end (the fill where it got no
+    contribution). Without one, the row accumulates in the output row itself."""
     s = body[i]
     if not isinstance(s, L.Reset) or ws_kind[s.ws].kind != "range":
         return None
