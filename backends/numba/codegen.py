@@ -610,9 +610,9 @@ class Printer:
                     # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
                     # signed zeros included) so that every contribution just combines, with no test of
                     # whether it is the first; a row that got none gets the output's fill. The row
-                    # accumulates in the thread's own workspace and is copied out whole at its end: LLVM
-                    # knows that array aliases no input, and vectorizes the accumulation without runtime
-                    # overlap checks (accumulating in the output row itself made blockdiag SpMM 1.7x slower)
+                    # accumulates in the thread's own workspace and is copied out whole at its end: that
+                    # array, allocated in the kernel, overlaps no input (nm and bsr SpMM 10-20% faster than
+                    # accumulating in the output row, likely since LLVM need not allow for an overlap)
                     self.line(depth, f"{s.ws}_out = {row}")
                     self.line(depth, f"for {s.ws}_t in range({s.ws}_width):")
                     self.line(depth + 1, f"{s.ws}_val[{s.ws}_t] = {ident}")
