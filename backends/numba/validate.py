@@ -57,7 +57,7 @@ def canonical_nm(offsets, m, ncols) -> bool:
     columns and ``ncols`` columns in all: every offset in ``[-1, m)``; in each group the filled slots (offset
     >= 0) come first with strictly increasing offsets; no offset of the last group points past the last
     column. ``NM.validate`` and ``NM.is_canonical`` say the same in several numpy passes over all the offsets,
-    each with a temporary as large (a 4096² 2:4 matrix: 12–17 ms of every call); this is 5 ms."""
+    each with a temporary as large (a 4096² 2:4 matrix: 12–17 ms of every call); this takes about 4 ms."""
     rows, groups, n = offsets.shape
     if offsets.size == 0:
         return True

@@ -243,7 +243,6 @@ class _InputPlan:
         values = np.ones(nnz, dtype=bool) if self.pattern else data
         return CSR._raw(indptr=indptr, indices=indices, data=values, shape=shape, dtype=self.ttype.dtype)
 
-
     def _fast_nm(self, value, sizes, bound_by):
         # what bind_value returns for an NM of the declared dtype and parameters that is valid and canonical:
         # the value itself (a pattern's stored values must all be True already, as in as_container)
