@@ -350,6 +350,8 @@ class Program:
         for sched in lowered.schedules:
             for directive in sched.directives:
                 args = ", ".join(str(a) for a in directive.args)
+                if directive.name == "format" and len(directive.args) > 1:
+                    args = f"{directive.args[0]}({', '.join(str(a) for a in directive.args[1:])})"
                 lines.append(f"  schedule {sched.target}: {directive.name} {args}  (requested by the program)")
         return "\n".join(lines)
 

@@ -72,6 +72,33 @@ def test_spgemm_same_as_text():
     assert_same_program(SPGEMM_TEXT, spgemm)
 
 
+BLOCK_TEMP_TEXT = """
+input A: bsr(4, 4)<f64>[N, N]
+input X: dense<f64>[N, F]
+output Y: dense<f64>[N, F]
+T[i, j] = 3.0 * A[i, j]
+Y[i, f] = sum[j] T[i, j] * X[j, f]
+
+schedule T:
+    format bsr(4, 4)
+"""
+
+
+@sd.kernel
+def block_temp(A: "bsr(4, 4)<f64>[N, N]", X: "dense<f64>[N, F]"):
+    i, j, f = sd.indices("i j f")
+    T = sd.tensor("T")
+    T[i, j] = 3.0 * A[i, j]
+    Y = sd.tensor("Y", "dense<f64>[N, F]")
+    Y[i, f] = sd.sum(j, T[i, j] * X[j, f])
+    sd.schedule(T, "format bsr(4, 4)")
+    return Y
+
+
+def test_schedule_format_with_parameters_same_as_text():
+    assert_same_program(BLOCK_TEMP_TEXT, block_temp)
+
+
 ATTENTION_TEXT = """
 input  G: csr<bool>[N, N]
 input  Q: dense<f32>[N, D]

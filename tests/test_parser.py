@@ -365,6 +365,16 @@ def test_schedule_words_keywords_numbers_and_commas():
     )
 
 
+def test_schedule_format_parameters_as_in_a_type():
+    """`format bsr(4, 4)` is written as the type is; `format bsr 4 4` means the same."""
+    expected = (ast.Directive("format", ("bsr", 4, 4)),)
+    assert stmt("schedule P:\n    format bsr(4, 4)\n").directives == expected
+    assert stmt("schedule P:\n    format bsr 4 4\n").directives == expected
+    assert stmt("schedule P:\n    format nm(N, 8)\n").directives == (ast.Directive("format", ("nm", "N", 8)),)
+    with pytest.raises(SdslSyntaxError, match="unclosed"):
+        stmt("schedule P:\n    format bsr(4, 4\n")
+
+
 def test_nested_blocks_and_dedent_to_outer_level():
     m = parse("repeat at most 2:\n    repeat until c:\n        y = 1\n    z = 2\nw = 3\n")
     outer, after = m.body

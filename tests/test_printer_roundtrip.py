@@ -115,6 +115,8 @@ def test_statements_and_types_print():
     assert format_stmt(rep) == "repeat at most 3 until done:\n    repeat until c:\n        x = a\n"
     sched = ast.Schedule("C", (ast.Directive("block", ("i", 64)), ast.Directive("order", ("i", "k", "j"))))
     assert format_stmt(sched) == "schedule C:\n    block i 64\n    order i, k, j\n"
+    sched = ast.Schedule("T", (ast.Directive("format", ("bsr", 4, "N")), ast.Directive("format", ("csr",))))
+    assert format_stmt(sched) == "schedule T:\n    format bsr(4, N)\n    format csr\n"
     assert format_stmt(ast.FromImport("g", (ast.ImportName("a"), ast.ImportName("b", "c")))) == "from g import a, b as c\n"
 
 

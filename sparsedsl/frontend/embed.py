@@ -595,7 +595,7 @@ def schedule(target: TensorRef | str, *directives: str, **named: Any) -> None:
         if not isinstance(text, str):
             raise SdslError(f"a schedule directive is a string like 'accumulator hash', got {_describe(text)}",
                             span)
-        words = text.replace(",", " ").split()
+        words = text.replace(",", " ").replace("(", " ").replace(")", " ").split()
         if not words:
             raise SdslError("an empty schedule directive", span)
         out.append(syntax.Directive(words[0], tuple(_directive_arg(w, span) for w in words[1:]), span=span))

@@ -152,6 +152,8 @@ def _directive(d: ast.Directive) -> str:
         if not _WORD.match(w):
             raise ValueError(f"cannot print schedule word {w!r}")
     args = words[1:]
+    if d.name == "format" and len(args) > 1:  # as the type is written: `format bsr(4, 4)`
+        return f"format {args[0]}({', '.join(args[1:])})"
     # `order i, k, j` and `fuse P, O` read best with commas; `block i 64` with spaces.  Both parse the same.
     sep = ", " if len(args) > 1 and all(isinstance(a, str) for a in d.args) else " "
     return d.name + (" " + sep.join(args) if args else "")

@@ -142,11 +142,14 @@ class ToAst(Transformer_NonRecursive):
         return ast.Schedule(str(target), tuple(directives), span=self._span(meta))
 
     def directive(self, meta, children):
-        words = [w for w in children if w is not None]
+        words = [w for c in children if c is not None for w in (c if isinstance(c, tuple) else (c,))]
         name, *args = words
         if not isinstance(name, str):
             raise self._error("a schedule directive starts with its name", self._span(meta))
         return ast.Directive(name, tuple(args), span=self._span(meta))
+
+    def dir_params(self, meta, children):
+        return tuple(children)
 
     def dir_word(self, meta, children):
         (word,) = children

@@ -312,12 +312,7 @@ class Checker:
             raise _err(SdslTypeError, "a tensor type needs a shape: write e.g. csr<f32>[M, N]", t.span)
         dims = tuple(self.resolve_dim(d, scope, bind_sizes, t.span, what) for d in t.shape)
         params = tuple(self.resolve_dim(p, scope, bind_sizes, fmt.span, what) for p in fmt.params)
-        for p in params:
-            if isinstance(p, int) and p <= 0:
-                raise _err(SdslTypeError, f"format parameters must be positive, got {p}", fmt.span)
-        if fmt.name == "nm" and all(isinstance(p, int) for p in params) and params[0] > params[1]:
-            raise _err(SdslTypeError, f"nm({params[0]}, {params[1]}): N must not exceed M", fmt.span)
-        return TensorType(t.dtype, dims, Format(fmt.name, params))
+        return TensorType(t.dtype, dims, _checked_format(fmt.name, params, fmt.span, SdslTypeError))
 
     def resolve_dim(self, d, scope: Scope, bind: bool, span, what: str) -> Dim:
         if isinstance(d, int):
@@ -1223,9 +1218,14 @@ class Checker:
                 if sym.kind == "output":
                     raise _err(SdslScheduleError, f"the format of output '{item.target}' is given by its type; "
                                "format applies to intermediates", d.span)
-                fmt = Format(str(args[0]), tuple(args[1:]))
-                if len(fmt.params) != FORMAT_NPARAMS[fmt.name] or (
-                        FORMAT_RANKS[fmt.name] and sym.type.rank not in FORMAT_RANKS[fmt.name]):
+                name, nparams = str(args[0]), FORMAT_NPARAMS[str(args[0])]
+                if len(args) - 1 != nparams:
+                    raise _err(SdslScheduleError, f"format {name} takes {nparams} parameter"
+                               f"{'s' if nparams != 1 else ''}, got {len(args) - 1}", d.span)
+                params = tuple(self.resolve_dim(a, scope, False, d.span, f"schedule {item.target}")
+                               for a in args[1:])
+                fmt = _checked_format(name, params, d.span, SdslScheduleError)
+                if FORMAT_RANKS[fmt.name] and sym.type.rank not in FORMAT_RANKS[fmt.name]:
                     raise _err(SdslScheduleError, f"format {fmt} does not fit '{item.target}' of rank "
                                f"{sym.type.rank}", d.span)
                 sym.type = replace(sym.type, format=fmt)
@@ -1258,6 +1258,16 @@ def S_text(e: S.Expr) -> str:
         return format_expr(e)
     except Exception:  # the printer is only used to quote the user's text in a message
         return type(e).__name__
+
+
+def _checked_format(name: str, params: tuple[Dim, ...], span, error) -> Format:
+    """``name(params)`` once its parameters are known to be sensible (positive; nm's N at most M)."""
+    for p in params:
+        if isinstance(p, int) and p <= 0:
+            raise _err(error, f"format parameters must be positive, got {p}", span)
+    if name == "nm" and all(isinstance(p, int) for p in params) and params[0] > params[1]:
+        raise _err(error, f"nm({params[0]}, {params[1]}): N must not exceed M", span)
+    return Format(name, params)
 
 
 def _adopt(weak: str, strong: str) -> str:
