@@ -755,6 +755,8 @@ class Printer:
                 if u is not None:
                     self.line(d + 1, f"if {self.expr(u)}:")
                     self.line(d + 2, "break")
+            case L.Alias(name=n, source=src):
+                self.line(d, f"{n} = {src}")
             case L.PrefixSum(dst=dst, src=src):
                 self.line(d, f"{dst}[0] = 0")
                 if self.host_jit:

@@ -35,7 +35,7 @@ from sparsedsl.core.names import NameSupply, mangle
 from sparsedsl.loop_ir import nodes as L
 from sparsedsl.loop_ir.unordered import unorder_compacts
 from sparsedsl.tensor_ir import nodes as T
-from sparsedsl.tensor_ir.presence import is_full
+from sparsedsl.tensor_ir.presence import is_full, same_pattern
 from sparsedsl.tensor_ir.types import FLOAT_DTYPES, Dim, is_float, is_int, promote
 
 SUPPORTED_DTYPES = ("bool", "i8", "i32", "i64", "f16", "bf16", "f32", "f64")
@@ -339,6 +339,7 @@ class Lowerer:
         # names whose value changes after their first assignment (reassigned, accumulated, carried by a
         # repeat): code reading them may run against any of their values, so none of them is a constant
         self.varying = _varying(program.body)
+        self._block_shared: set[str] = set()  # intermediates stored in a block input's blocks (fill_shared)
         for d in program.decls:
             if d.kind == "input":
                 self.storage[d.name] = self.input_storage(d)
@@ -418,6 +419,9 @@ class Lowerer:
         twofold = {a for d in self.program.inputs for a, _ in self.storage[d.name].roles + self.storage[d.name].blocks
                    if self.storage[d.name].block is not None}
         params = tuple(p for p in self.params if p.name not in twofold or p.name in read)
+        for name in self._block_shared:
+            if any(a in read for a in self.storage[name].arrays):
+                raise _Restart(name, "csr")  # a statement reads its compressed rows, which sharing never made
         return L.Module(self.program.name, params, tuple(self.kernels), tuple(self.host),
                         tuple(results), span=self.program.span)
 
@@ -783,7 +787,10 @@ class Lowerer:
         elif out.kind == "csr":
             nnz_name = self.names.fresh("w_rownnz")
             inherited = self.mask_rows(st)
-            if inherited is not None:
+            shared = self.shared_pattern(st, decl, out)
+            if shared is not None:
+                out = self.fill_shared(st, out, shared, base, shape)
+            elif inherited is not None:
                 # the pattern is the mask's: each row's count is the mask row's length, no product needed
                 # (SDDMM: the symbolic phase was a parallel pass over the mask's keys)
                 self.host.append(L.Alloc(nnz_name, "i64", (shape[0],), span=st.span))
@@ -1019,6 +1026,76 @@ class Lowerer:
                            f"lengths are the mask's, with no symbolic pass", st.span))
         return src, cond
 
+    def shared_pattern(self, st: T.Assign, decl: T.Decl | None, out: Storage) -> Storage | None:
+        """The stored matrix whose pattern arrays an intermediate can use as its own: ``T[i, j] = e`` where
+        ``e`` is present exactly where one stored matrix ``A[i, j]`` is (in that index order;
+        ``tensor_ir.presence.same_pattern``): an element-wise function of A and of operands present everywhere,
+        ``softmax[j] A[i, j]``, ``A[i, j] where A[i, j]``. Only intermediates (an output's arrays are handed to
+        the caller, who may change them), assigned once and not inside a repeat, from a matrix whose arrays are
+        never replaced: compressed rows (an input, an intermediate, a transposed copy), or an input of a block
+        format read in its own layout (then T is stored in A's blocks, and the statements reading T walk
+        them; should one need T's compressed rows, T is lowered again without this, see ``lower``)."""
+        if decl is None or decl.kind != "temp" or st.op != "=" or len(st.idx) != 2 or out.tag \
+                or st.target in self.varying or self.force.get(st.target) == "csr":
+            return None
+
+        def stored_full(name: str) -> bool:
+            s = self.storage.get(name)
+            return s is not None and s.kind in ("dense", "scalar")
+
+        found = same_pattern(st.value, stored_full)
+        if not isinstance(found, tuple) or found[1] != st.idx or found[0] == st.target:
+            return None
+        src = self.storage.get(found[0])
+        if src is None or src.kind != "csr" or src.tag or found[0] in self.varying:
+            return None
+        if src.block is not None and (src.block.name == "csc" or self.options.get("blocks") is False):
+            return None
+        return src
+
+    def fill_shared(self, st: T.Assign, out: Storage, src: Storage, base: str, shape) -> Storage:
+        """Host: the result's pattern arrays are ``src``'s (a block input's block arrays, or compressed rows'
+        row pointer and column indices); one kernel computes its values, walking ``src``'s rows and writing
+        each value where ``src`` holds its entry. Returns the result's storage."""
+        if src.block is not None:
+            out = replace(out, block=src.block)
+            for array, role in out.blocks:
+                if role != "bval":
+                    self.host.append(L.Alias(array, src.blk(role[1:]), span=st.span))
+            self.host.append(L.Alloc(out.blk("val"), out.dtype, (self.block_values(src),), span=st.span))
+            self._block_shared.add(st.target)
+            how = f"in {src.name}'s {src.block} blocks, with its block pointers and columns"
+        else:
+            self.host.append(L.Alias(out.ptr, src.ptr, span=st.span))
+            self.host.append(L.Alias(out.idx, src.idx, span=st.span))
+            self.host.append(L.Alloc(out.val, out.dtype, (L.Load(out.ptr, (shape[0],)),), span=st.span))
+            how = f"with {src.name}'s row pointer and column indices"
+        body = self.kernel_body(lambda: self.levels(st, out, "fill", None, shared=src.name))
+        self.add_kernel(base + "_fill", body, self._parallel, st)
+        self.host.append(L.Invoke(base + "_fill", self.kernel_params(base + "_fill"), span=st.span))
+        self.notes.append((st.target, "pattern", f"shared with {src.name}",
+                           f"{st.target} is present exactly where {src.name} is: it is stored {how} (shared, "
+                           "not copied), and only its values are computed, in one pass (no count pass, no index "
+                           "written)", st.span))
+        return out
+
+    def block_values(self, s: Storage) -> L.Expr:
+        """The length of a block input's flattened values (``Storage``): bsr's stored blocks times their
+        size, blockdiag's rows times a block's width, nm's rows times its groups times N."""
+        def op(o, a, b):
+            return L.Op(o, (a, b), "i64")
+
+        params = [L.Const(p, "i64") if isinstance(p, int) else L.Var(size_name(p)) for p in s.block.params]
+        rows, cols = (dim_expr(d) for d in s.shape)
+        if s.block.name == "bsr":
+            bm, bn = params
+            nblocks = L.Cast(L.Load(s.blk("ptr"), (op("//", rows, bm),)), "i64")
+            return op("*", nblocks, op("*", bm, bn))
+        if s.block.name == "blockdiag":
+            return op("*", rows, op("//", cols, params[0]))
+        n, m = params
+        return op("*", op("*", rows, op("//", op("+", cols, op("-", m, I64_ONE)), m)), n)
+
     def row_lengths(self, src: Storage, cond: L.Expr, nnz_name: str) -> list[L.Stmt]:
         """``nnz[i] = (ptr[i + 1] - ptr[i]) if cond else 0`` over the rows of ``src``: a serial loop (a pass
         over the row pointers is too short to be worth waking threads for)."""
@@ -1086,10 +1163,12 @@ class Lowerer:
     # ------------------------------------------------------------ output levels
 
     def levels(self, st: T.Assign, out: Storage, phase: str, nnz_name: str | None,
-               one_pass: tuple[str, str, str, str] | None = None) -> list[L.Stmt]:
+               one_pass: tuple[str, str, str, str] | None = None, shared: str | None = None) -> list[L.Stmt]:
         """The loop nest over the result's free variables; ``phase`` is count, fill or store. ``one_pass``
         (fill only): (position, row start, index and value arrays) of ``Lowerer.one_pass``: the rows go to
-        those arrays from a position each chunk starts, and their counts to ``nnz_name``."""
+        those arrays from a position each chunk starts, and their counts to ``nnz_name``. ``shared`` (fill
+        only): the tensor whose pattern arrays the result shares (``fill_shared``): each value is written at
+        the position of that tensor's entry, and nothing else is."""
         # the symbolic phase skips values only when presence cannot depend on them (no value mask): it must
         # count exactly the entries the numeric phase writes
         ctx = Ctx(pattern=(phase == "count" and not _reads_values(st.value)))
@@ -1104,6 +1183,9 @@ class Lowerer:
             coords = tuple(L.Var(index_name(v)) for v in idx)
             if phase == "count":
                 action.append(L.Set(count_var, L.Op("+", (L.Var(count_var), I64_ONE), "i64")))
+            elif phase == "fill" and shared:
+                action.append(L.Store(out.blk("val") if out.block else out.val, (self.shared_position(shared, c),),
+                                      self.cast(val, out.dtype)))
             elif phase == "fill":
                 idx_array, val_array = one_pass[2:] if one_pass else (out.idx, out.val)
                 action.append(L.Store(idx_array, (L.Var(pos_var),), coords[-1]))
@@ -1127,6 +1209,8 @@ class Lowerer:
                     row = L.Var(index_name(v))
                     if phase == "count":
                         b2.append(L.Let(count_var, "i64", I64_ZERO))
+                    elif shared:
+                        pass  # written at the shared tensor's positions
                     elif one_pass:
                         b2.append(L.Let(one_pass[1], "i64", L.Var(pos_var)))
                     else:
@@ -1146,6 +1230,15 @@ class Lowerer:
         else:
             level(0, ctx, body)
         return body
+
+    def shared_position(self, src: str, c: Ctx) -> L.Expr:
+        """Where the entry of ``src`` at the current coordinates is stored: the position of its row walk."""
+        for leaf, (cur, _always) in c.cursors.items():
+            if isinstance(leaf, T.Access) and leaf.tensor == src \
+                    and tuple(getattr(p, "var", None) for p in leaf.pos) == self.stmt.idx:
+                return L.Var(cur.at if isinstance(cur, BlockPos) else cur.pos)
+        # the walk was not driven by src (not expected): lower this statement without sharing
+        raise _Restart(self.stmt.target, "csr")
 
     # ------------------------------------------------------------ loops
 

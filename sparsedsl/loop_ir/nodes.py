@@ -347,6 +347,16 @@ class Loop(Stmt):
 
 
 @dataclass(frozen=True)
+class Alias(Stmt):
+    """Host: ``name`` is the array ``source`` itself, not a copy (an intermediate stored with the row pointer
+    and column indices of the tensor whose pattern it has; ``Lowerer.shared_pattern``). Neither is written
+    after this point."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
 class PrefixSum(Stmt):
     """Host: ``dst[0] = 0; dst[k + 1] = dst[k] + src[k]`` (the row pointer of a sparse output)."""
 
@@ -479,7 +489,7 @@ def assigned_names(stmts) -> set[str]:
     out: set[str] = set()
     for t in walk_stmts(stmts):
         match t:
-            case Let(name=n) | Set(name=n) | Alloc(name=n) | Store(array=n):
+            case Let(name=n) | Set(name=n) | Alloc(name=n) | Store(array=n) | Alias(name=n):
                 out.add(n)
             case For(var=n) | Forall(var=n):
                 out.add(n)
@@ -573,5 +583,8 @@ def free_names(body) -> set[str]:
                     expr(k)
                     used.update(a for a in s.arrays if a not in defined)
                     defined.add(n + "_n")
+                case Alias(name=n, source=src):
+                    used.add(src)
+                    defined.add(n)
     walk(body)
     return used - defined

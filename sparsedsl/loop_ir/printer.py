@@ -110,6 +110,8 @@ def format_stmts(body, depth: int = 0) -> list[str]:
                 out.extend(format_stmts(bd, depth + 1))
             case L.PrefixSum(dst=d, src=src):
                 out.append(f"{pad}{d} = prefix_sum({src})")
+            case L.Alias(name=n, source=src):
+                out.append(f"{pad}{n} = {src} (shared, not copied)")
             case L.Return(values=vs):
                 out.append(f"{pad}return {', '.join(format_expr(v) for v in vs)}")
             case L.Comment(text=t):

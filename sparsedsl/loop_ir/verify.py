@@ -221,6 +221,12 @@ def _check_stmts(body, scope: set, workspaces: set, problems: list, where: str) 
                 for n in (d, src):
                     if n not in scope:
                         problems.append(f"{where}: prefix sum of undefined {n}")
+            case L.Alias(name=n, source=src):
+                if where != "host":
+                    problems.append(f"{where}: an alias ({n} = {src}) is a host statement")
+                if src not in scope:
+                    problems.append(f"{where}: {n} aliases undefined {src}")
+                scope.add(n)
             case L.Return(values=vs):
                 for x in vs:
                     _check_expr(x, scope, problems, where)
