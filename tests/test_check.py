@@ -47,6 +47,13 @@ def test_matmul_sugar_equals_index_notation():
     assert stmt(sugar, "C").value == stmt(explicit, "C").value
 
 
+def test_vector_dot_sugar_is_a_scalar_sum():
+    sugar = check("input v: dense<f64>[K]\ninput w: coo<f64>[K]\noutput d\nd = v @ w + 1.0\n")
+    explicit = check("input v: dense<f64>[K]\ninput w: coo<f64>[K]\noutput d\nd = sum[k] v[k] * w[k] + 1.0\n")
+    assert stmt(sugar, "d").value == stmt(explicit, "d").value
+    assert sugar.decl("d").type.rank == 0
+
+
 def test_transpose_and_elementwise_sugar():
     p = check("input A: csr<f32>[N, N]\ninput B: csr<f32>[N, N]\noutput C\nC = A.T + 2 * B\n")
     v = stmt(p, "C").value

@@ -88,6 +88,10 @@ CASES = [
      4, 11, "'softmax' takes exactly one index"),
     ("cast-arity", HEAD + "output C: csr<f32>[M, K]\nC[i, k] = f32(A[i, k], 2)\n",
      4, 11, "'f32' takes 1 argument"),
+    ("int-literal-past-i64", HEAD + "output C: csr<f32>[M, K]\nC[i, k] = A[i, k] * 99999999999999999999\n",
+     4, 21, "integer literal 99999999999999999999 does not fit in i64"),
+    ("int-literal-past-i64-in-coordinate", HEAD + "output C: csr<f32>[M, K]\nC[i, k] = A[i, k + 9223372036854775808]\n",
+     4, 20, "does not fit in i64"),
     # formats
     ("bsr-without-params", "input A: bsr<f32>[M, K]\noutput C: bsr(2, 2)<f32>[M, K]\nC[i, k] = A[i, k]\n",
      1, 10, "format 'bsr' takes 2 parameters"),

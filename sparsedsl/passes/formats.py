@@ -19,7 +19,8 @@ Rewrite: ``temp T: auto<dt>[...]`` gets ``storage FMT`` with a recorded reason. 
 * any other matrix → csr (rows are what row-wise products and row reductions walk);
 * a vector or a tensor of rank 3 or more → coo.
 
-A ``schedule T: format ...`` directive has already fixed the format in the checker; it is reported, not changed.
+A ``schedule T: format ...`` directive has already chosen the storage in the checker; it is reported and kept (a
+``format dense`` of a matrix that may be absent somewhere becomes a bitmap: dense values plus presence flags).
 """
 from __future__ import annotations
 
@@ -94,9 +95,13 @@ def select_formats(program: N.Program, stats: Statistics | None = None,
         if d.kind != "temp":
             new_decls.append(d)
             continue
-        if d.type.format.name != "auto":
-            decisions.append(Decision(d.name, "format", str(d.type.format), "schedule directive", d.span))
-            new_decls.append(d)
+        if d.storage is not None:  # a schedule's format directive (the checker put it there)
+            fmt, why = d.storage, "schedule directive"
+            if fmt.is_dense and not full.get(d.name, False):
+                fmt, why = BITMAP, ("schedule directive format dense: values at every coordinate and a presence "
+                                    "flag, since a schedule never changes a result (absent stays absent)")
+            decisions.append(Decision(d.name, "format", str(fmt), why, d.span))
+            new_decls.append(replace(d, storage=fmt))
             continue
         if d.type.is_scalar:
             fmt, why = DENSE, "a scalar"

@@ -49,6 +49,7 @@ class Symbol:
     assign_span: Span | None = None
     full: bool = False  # statically present everywhere
     const: N.Lit | None = None
+    const_weak: bool = True  # an untyped literal adopts the other operand's dtype; a cast (i64(3)) keeps its own
     dim: Dim | None = None  # for sizes: the caller's size name or literal it stands for
     func: "FuncInfo | None" = None
     module: "ModuleEnv | None" = None
@@ -236,7 +237,7 @@ class Checker:
         has_io = any(isinstance(it, (S.InputDecl, S.OutputDecl)) for it in module.body)
         if not has_io:
             raise _err(SdslTypeError, "this file declares no inputs or outputs: it is a module, not a program",
-                       module.body[0].span if module.body else Span(None, 1, 1),
+                       module.body[0].span if module.body else (module.span or Span(None, 1, 1)),
                        "call its defs from a program, or use Program.function(name)")
         for name in env.symbols:
             self.names.reserve(name)
@@ -386,7 +387,7 @@ class Checker:
         self.check_new_name(item.name, item.span, scope)
         lit = self.literal_value(item.value, scope, f"const '{item.name}'")
         scope.define(Symbol(item.name, "const", item.span, ir_name=item.name, type=TensorType(lit.ir.dtype),
-                            assigned=True, full=True, const=lit.ir))
+                            assigned=True, full=True, const=lit.ir, const_weak=lit.weak))
         self.add_decl(N.Decl(item.name, TensorType(lit.ir.dtype), "const", default=lit.ir, span=item.span))
 
     def coerce_literal(self, lit: Typed, dtype: str, span, what: str) -> N.Lit:
@@ -606,6 +607,8 @@ class Checker:
         if rank is None or rank == 0:
             if where is not None and self.whole_rank(where, scope):
                 raise _err(SdslTypeError, "a scalar value cannot be masked by a tensor", where.span)
+            if rank == 0:  # vector @ vector: a scalar, sum[k] v[k] * w[k]
+                value = self.to_index(value, [], scope, NameSupply(scope.all_names() | set(self.sizes)))
             return value, where, (), pre
         taken = scope.all_names() | set(self.sizes)
         supply = NameSupply(taken)
@@ -840,7 +843,7 @@ class Checker:
                 if isinstance(v, bool):
                     return Typed(N.Lit(v, "bool", span=sp), True)
                 if isinstance(v, int):
-                    return Typed(N.Lit(v, "i64", span=sp), True)
+                    return Typed(N.Lit(_i64_literal(v, sp), "i64", span=sp), True)
                 return Typed(N.Lit(float(v), "f64", span=sp), True)
             case S.Bool(value=v):
                 return Typed(N.Lit(bool(v), "bool", span=sp), True)
@@ -890,7 +893,7 @@ class Checker:
                 return Typed(N.Lit(sym.dim, "i64", span=sp))
             return Typed(N.ScalarRef(sym.dim, "i64", is_size=True, span=sp))
         if sym.kind == "const":
-            return Typed(replace(sym.const, span=sp), True)
+            return Typed(replace(sym.const, span=sp), sym.const_weak)
         if sym.kind in ("def", "module"):
             raise _err(SdslTypeError, f"'{name}' is a {sym.kind}, not a value", sp)
         if not sym.assigned:
@@ -938,7 +941,7 @@ class Checker:
         """An affine or gathered coordinate: integer arithmetic of index variables, scalars and one gather."""
         match ix:
             case S.Number(value=v) if isinstance(v, int) and not isinstance(v, bool):
-                return N.Lit(v, "i64", span=ix.span)
+                return N.Lit(_i64_literal(v, ix.span), "i64", span=ix.span)
             case S.Name():
                 t = self.name_expr(ix, scope, ctx)
                 if t.ir.dtype not in INT_DTYPES:
@@ -1086,7 +1089,7 @@ class Checker:
         if dtype in INT_DTYPES:
             if isinstance(v, float) and not math.isfinite(v):
                 raise _err(SdslTypeError, f"{v} cannot be converted to {dtype}", lit.span)
-            return N.Lit(int(v), dtype, span=lit.span)
+            return N.Lit(_int_cast(v, lit.dtype, dtype), dtype, span=lit.span)
         return N.Lit(float(v), dtype, span=lit.span)
 
     def prefix(self, e: S.Prefix, scope: Scope, ctx: StmtCtx) -> Typed:
@@ -1228,8 +1231,8 @@ class Checker:
                 if FORMAT_RANKS[fmt.name] and sym.type.rank not in FORMAT_RANKS[fmt.name]:
                     raise _err(SdslScheduleError, f"format {fmt} does not fit '{item.target}' of rank "
                                f"{sym.type.rank}", d.span)
-                sym.type = replace(sym.type, format=fmt)
-                self.update_decl(sym.ir_name, type=sym.type)
+                # the storage only: a schedule never changes a result (spec § 8), so presence stays exact
+                self.update_decl(sym.ir_name, storage=fmt)
             elif d.name == "fuse":
                 named = []
                 for a in args:
@@ -1323,6 +1326,25 @@ def _mentions_whole(e: S.Expr, scope: Scope) -> bool:
     return False
 
 
+def _i64_literal(v: int, span) -> int:
+    """An integer literal: i64, so one past its range is an error rather than a wrapped or failing value."""
+    if not -(1 << 63) <= v < (1 << 63):
+        raise _err(SdslTypeError, f"integer literal {v} does not fit in i64", span,
+                   "write it as a float (1e30) if that is what is meant")
+    return v
+
+
+def _int_cast(v, src: str, dtype: str) -> int:
+    """A finite scalar of dtype ``src`` converted to the integer ``dtype`` as the targets convert at run time
+    (numpy's ``astype``): ``i8(300)`` is 44."""
+    import numpy as np
+
+    from sparsedsl.tensor_ir.types import NUMPY_DTYPE
+
+    with np.errstate(all="ignore"):
+        return np.asarray(v, dtype=NUMPY_DTYPE[src]).astype(NUMPY_DTYPE[dtype]).item()
+
+
 def fold(e: N.Expr):
     """Constant-fold a scalar expression of literals; None when it is not constant."""
     import numpy as np
@@ -1339,7 +1361,7 @@ def fold(e: N.Expr):
             if dt == "bool":
                 return bool(v)
             if dt in INT_DTYPES:
-                return int(v) if math.isfinite(v) else None
+                return _int_cast(v, a.dtype, dt) if math.isfinite(v) else None
             return float(v)
         case N.Unary(op="-", operand=a):
             v = fold(a)

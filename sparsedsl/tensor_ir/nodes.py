@@ -255,10 +255,10 @@ class Decl(Node):
 
     ``default`` (inputs) and ``value`` (consts) are literals; ``fill`` is what a dense output stores where absent.
 
-    ``type.format`` is semantic: for an intermediate it is ``auto`` (presence kept exactly) unless a schedule
-    asked for a format, in which case spec § 5 rule 10 applies as for outputs. ``storage`` is the format-selection
-    pass's recommendation for how a backend lays an ``auto`` intermediate out in memory; a backend that follows it
-    must still keep presence exactly.
+    ``type.format`` is semantic: for an intermediate it is ``auto`` (presence kept exactly). ``storage`` is how a
+    backend lays an intermediate out in memory: a ``format`` schedule directive's choice (set by the checker), else
+    the format-selection pass's recommendation; a backend that follows it must still keep presence exactly (a
+    schedule never changes a result, spec § 8).
     """
 
     name: str
@@ -273,6 +273,15 @@ class Decl(Node):
 class ScheduleDirective(Node):
     name: str
     args: tuple[Union[str, int], ...] = ()
+
+    @property
+    def text(self) -> str:
+        """As written: ``order i, k, j``, ``block i 64``, ``format bsr(4, 4)``."""
+        words = [str(a) for a in self.args]
+        if self.name == "format" and len(words) > 1:
+            return f"format {words[0]}({', '.join(words[1:])})"
+        sep = ", " if len(words) > 1 and all(isinstance(a, str) for a in self.args) else " "
+        return " ".join([self.name] + ([sep.join(words)] if words else []))
 
 
 @dataclass(frozen=True)
