@@ -19,6 +19,7 @@ Backend contract (one module per target, imported lazily from ``BACKENDS``):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -31,7 +32,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from sparsedsl.core.errors import SdslError, SdslInputError, SdslNameError, SdslTargetError, SdslTypeError
+from sparsedsl.core.errors import (SdslError, SdslInputError, SdslNameError, SdslTargetError, SdslTypeError, Source,
+                                   Span, located)
 from sparsedsl.frontend import syntax
 from sparsedsl.tensor_ir import nodes
 
@@ -109,7 +111,8 @@ class IR:
 
 
 class Outputs(dict):
-    """Outputs by name; ``out["C"]`` and ``out.C`` are the same."""
+    """Outputs by name; ``out["C"]`` and ``out.C`` are the same. An output named like a dict method (``items``,
+    ``keys``, ``get``, ``copy``, ...) is read as ``out["items"]``: the attribute stays the method."""
 
     def __getattr__(self, name: str):
         try:
@@ -176,14 +179,20 @@ class Kernel:
     def run_tensors(self, *args, **inputs) -> dict:
         """Run and return the outputs as sparsedsl runtime containers (``Dense``, ``CSR``, ...)."""
         bound, sizes = self._binder(self._named(args, inputs))
-        results = self.executable.run(bound, sizes)
+        results = self._execute(bound, sizes)
         return {name: results[name] for name in self._output_names}
+
+    def _execute(self, bound, sizes):
+        if self.target == "ref":  # the interpreter walks expressions recursively
+            with _deep(self.program.name):
+                return self.executable.run(bound, sizes)
+        return self.executable.run(bound, sizes)
 
     def __call__(self, *args, **inputs) -> Outputs:
         named = self._named(args, inputs) if args else inputs
         torch_like = _any_torch(named.values())
         bound, sizes = self._binder(named)
-        results = self.executable.run(bound, sizes)
+        results = self._execute(bound, sizes)
         to_user = self._to_user
         return Outputs([(name, to_user(results[name], torch_like)) for name in self._output_names])
 
@@ -244,6 +253,10 @@ class Program:
         ``like``: example inputs by name (any subset, as a call takes them). Their shapes and stored-entry
         counts guide format selection (an intermediate estimated to be nearly full is stored as a bitmap);
         the kernel still runs on any inputs, only its speed depends on how alike they are."""
+        with _deep(self.name):
+            return self._compile(target, like, options)
+
+    def _compile(self, target: str, like, options: dict) -> "Kernel":
         start = time.perf_counter()
         stats = self.input_statistics(like)[0] if like else None
         lowered = layouts = None
@@ -283,10 +296,8 @@ class Program:
                 raise SdslInputError(f"{self.name} has no input named '{name}' "
                                      f"(inputs: {', '.join(decls) or 'none'})",
                                      first.span if first is not None else program.span)
-            try:
+            with located(decls[name].span):
                 tensor = bind_value(value, name, decls[name].type, sizes, bound_by)
-            except SdslInputError as err:
-                raise SdslInputError(err.message, err.span or decls[name].span, err.notes) from None
             found[name] = InputStats(tuple(int(x) for x in tensor.shape), int(tensor.nnz))
         return Statistics(dict(sizes), found), sizes
 
@@ -305,6 +316,10 @@ class Program:
 
     def explain(self, **inputs) -> str:
         """Each named value's type and format and why; with inputs, also the sizes they bind."""
+        with _deep(self.name):
+            return self._explain(inputs)
+
+    def _explain(self, inputs: dict) -> str:
         if self._ir is None:
             lines = [f"module {self.name}"]
             for name in self.defs:
@@ -349,10 +364,7 @@ class Program:
             lines.append(f"  numba: {decision}")
         for sched in lowered.schedules:
             for directive in sched.directives:
-                args = ", ".join(str(a) for a in directive.args)
-                if directive.name == "format" and len(directive.args) > 1:
-                    args = f"{directive.args[0]}({', '.join(str(a) for a in directive.args[1:])})"
-                lines.append(f"  schedule {sched.target}: {directive.name} {args}  (requested by the program)")
+                lines.append(f"  schedule {sched.target}: {directive.text}  (requested by the program)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -439,11 +451,28 @@ def _parse(text: str, name: str) -> syntax.Module:
     return module
 
 
+@contextlib.contextmanager
+def _deep(what: str):
+    """A long chain of operators (``a + a + ... + a``, hundreds of terms) is a tree that deep, and the front
+    end, the checker and the reference interpreter walk trees recursively: they get a deeper Python stack
+    (4000 frames, well inside the C stack), and a program deeper still is the user's error, not a crash."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 4000))
+    try:
+        yield
+    except RecursionError:
+        raise SdslError(f"{what}: an expression nests too deeply (a chain of several hundred operators or "
+                        "more); compute parts of it in statements of their own") from None
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def loads(text: str, name: str = "inline") -> Program:
     """Parse and check program text; ``name`` is what diagnostics call it. Imports resolve from the current
     folder, then ``SDSL_PATH``, then the standard library."""
-    module = _parse(text, name)
-    return _build(module, _loader_for(Path.cwd()), None)
+    with _deep(name):
+        module = _parse(text, name)
+        return _build(module, _loader_for(Path.cwd()), None)
 
 
 def _resolve(path: Path) -> Path:
@@ -453,6 +482,14 @@ def _resolve(path: Path) -> Path:
         return path
     candidate = resources.files("sparsedsl.stdlib").joinpath(*path.parts[1:])
     return Path(str(candidate)) if candidate.is_file() else path
+
+
+def _byte_span(shown: str, exc: UnicodeDecodeError) -> Span:
+    """The line and column of the byte a decoder stopped at (the line shown with replacement characters)."""
+    data = exc.object[:exc.start]
+    line = data.count(b"\n") + 1
+    col = len(data[data.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
+    return Span(Source(shown, exc.object.decode("utf-8", errors="replace")), line, col)
 
 
 def load(path: str | Path) -> Program:
@@ -466,11 +503,12 @@ def load(path: str | Path) -> Program:
     except IsADirectoryError:
         raise SdslError(f"cannot read '{shown}': it is a directory") from None
     except UnicodeDecodeError as exc:
-        raise SdslError(f"cannot read '{shown}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise SdslError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", _byte_span(shown, exc)) from None
     except OSError as exc:
         raise SdslError(f"cannot read '{shown}': {exc.strerror or exc}") from None
-    module = _parse(text, shown)
-    return _build(module, _loader_for(real.resolve().parent), shown)
+    with _deep(shown):
+        module = _parse(text, shown)
+        return _build(module, _loader_for(real.resolve().parent), shown)
 
 
 def program_from_ast(module: syntax.Module, name: str, loader=None) -> Program:

@@ -7,13 +7,14 @@ it is reported in one line with exit status 3, and ``--debug`` shows its traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from sparsedsl import api
-from sparsedsl.core.errors import SdslError, SdslInputError, SdslTargetError
+from sparsedsl.core.errors import SdslError, SdslInputError, SdslTargetError, located
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 EMIT_KINDS = ("ast", "ir", "loops", "code")
@@ -57,7 +58,7 @@ def _read_inputs(program: api.Program, assignments, size_overrides) -> dict:
             raise SdslInputError(f"{program.name} has no input named '{name}' (inputs: {known})",
                                  first.span if first is not None else program.ir().program.span)
         if name in given:
-            raise SdslInputError(f"input '{name}' is given twice")
+            raise SdslInputError(f"input '{name}' is given twice", decls[name].span)
         given[name] = text
     sizes: dict[str, int] = {}
     values = {}
@@ -65,10 +66,26 @@ def _read_inputs(program: api.Program, assignments, size_overrides) -> dict:
     ordered = sorted(given.items(), key=lambda kv: kv[1].startswith("random:"))
     for name, text in ordered:
         decl = decls[name]
-        value = read_value(text, decl, sizes, overrides)
+        with located(decl.span):  # an input's errors are reported at its declaration
+            value = read_value(text, decl, sizes, overrides)
         values[name] = value
         _note_sizes(decl, value, sizes)
+    _check_size_overrides(program, overrides, sizes)
     return values
+
+
+def _check_size_overrides(program: api.Program, overrides: dict, sizes: dict) -> None:
+    """``--size`` names a size of the program that no input given fixes otherwise."""
+    if not overrides:
+        return
+    ir = program.ir().program
+    known = set(ir.sizes) | {d for decl in ir.decls for d in decl.type.shape if isinstance(d, str)}
+    for name, value in overrides.items():
+        if name not in known:
+            raise SdslInputError(f"--size {name}={value}: {program.name} has no size named '{name}' "
+                                 f"(sizes: {', '.join(sorted(known)) or 'none'})")
+        if name in sizes and sizes[name] != value:
+            raise SdslInputError(f"--size {name}={value}, but the inputs fix {name} = {sizes[name]}")
 
 
 def _note_sizes(decl, value, sizes: dict) -> None:
@@ -129,6 +146,27 @@ def _emit(kernel: api.Kernel, program: api.Program, kind: str) -> str:
     return kernel.executable.loops if kind == "loops" else kernel.executable.source
 
 
+def _output_folder(text: str, flag: str) -> Path:
+    """The folder ``flag`` names, created if missing; a path that cannot be one is the user's error."""
+    folder = Path(text)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = "it is a file" if folder.is_file() else (err.strerror or type(err).__name__).lower()
+        raise SdslError(f"{flag} {text}: cannot use it as the output folder: {reason}") from None
+    return folder
+
+
+@contextlib.contextmanager
+def _writing(folder: Path):
+    """Writing into ``folder``: a full disk or a folder without write permission is reported, not a crash."""
+    try:
+        yield
+    except OSError as err:
+        raise SdslError(f"cannot write into {folder}: {(err.strerror or type(err).__name__).lower()}"
+                        + (f" ({err.filename})" if err.filename else "")) from None
+
+
 def cmd_compile(args) -> int:
     program = api.load(args.file)
     kernel = program.compile(args.target)
@@ -139,9 +177,10 @@ def cmd_compile(args) -> int:
         if "artifact" not in getattr(api.backend_module(args.target), "EMITS", ()):
             raise SdslTargetError(
                 f"target '{args.target}' produces no artifact to write: it interprets the tensor IR directly")
-        folder = Path(args.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for path in kernel.executable.write(folder):
+        folder = _output_folder(args.output_dir, "-o")
+        with _writing(folder):
+            written = kernel.executable.write(folder)
+        for path in written:
             print(f"wrote {path}")
     return EXIT_OK
 
@@ -155,13 +194,12 @@ def _run_and_report(args, program: api.Program, compile_for) -> int:
     start = time.perf_counter()
     results = kernel.run_tensors(**values)
     run_seconds = time.perf_counter() - start
-    folder = Path(args.output) if args.output is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder = _output_folder(args.output, "--output") if args.output is not None else None
     for name, tensor in results.items():
         print(_describe(name, tensor))
         if folder is not None:
-            write_output(folder, name, tensor)
+            with _writing(folder):
+                write_output(folder, name, tensor)
     if args.time:
         print(f"compile time: {kernel.compile_seconds * 1e3:.1f} ms")
         print(f"run time: {run_seconds * 1e3:.1f} ms")
@@ -318,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in sparsedsl, never a user error
         if debug:
             traceback.print_exc()
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
+        hint = "" if debug else " (run with --debug for a traceback)"
+        print(f"internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -444,3 +444,60 @@ def test_explain_shows_the_cpu_accumulator_choice():
     assert "accumulator of C: hash" in text and "schedule directive" in text
     auto = sd.loads(src.replace("accumulator hash", "accumulator auto")).explain()
     assert "accumulator of C: auto" in auto and "per row" in auto
+
+
+def test_explain_says_what_became_of_loop_directives():
+    src = ("input A: csr<f64>[N, K]\ninput X: dense<f64>[K, F]\noutput Y: dense<f64>[N, F]\n"
+           "Y[i, f] = sum[k] A[i, k] * X[k, f]\nschedule Y:\n    {}\n")
+    cases = {"parallel i": "parallel i: applied", "parallel f": "parallel f: not applied",
+             "order i, k, f": "order i, k, f: partly", "order f, i, k": "order f, i, k: not applied",
+             "block i 64": "block i 64: not applied"}
+    A = sp.random_array((9, 7), density=0.3, format="csr", rng=np.random.default_rng(2))
+    X = np.arange(21.0).reshape(7, 3)
+    for directive, said in cases.items():
+        prog = sd.loads(src.format(directive))
+        assert f"schedule of Y: {said}" in prog.explain()
+        np.testing.assert_allclose(prog.compile("numba", parallel=False)(A=A, X=X)["Y"], A @ X)
+
+
+@pytest.mark.parametrize("target", ["ref", "numba"])
+def test_a_const_keeps_the_dtype_of_its_cast(target):
+    """``const t = i64(3)`` is an i64 (not an untyped literal that adopts i8); ``i8(300)`` wraps as at run time."""
+    x = np.array([100, 1, 2], dtype=np.int8)
+    y = sd.loads("const t = i64(3)\ninput x: dense<i8>[N]\noutput y\ny[i] = x[i] * t\n").compile(target)(x=x)["y"]
+    assert y.dtype == np.int64 and y.tolist() == [300, 3, 6]
+    y = sd.loads("const t = 3\ninput x: dense<i8>[N]\noutput y\ny[i] = x[i] * t\n").compile(target)(x=x)["y"]
+    assert y.dtype == np.int8 and y.tolist() == [44, 3, 6]  # an untyped literal adopts i8, which wraps
+    h = sd.loads("const t = f32(1.5)\ninput x: dense<f16>[N]\noutput y\ny[i] = x[i] * t\n").compile(target)(
+        x=np.array([1, 2], dtype=np.float16))["y"]
+    assert h.dtype == np.float32 and h.tolist() == [1.5, 3.0]
+    A = sp.csr_array(np.eye(2))
+    C = sd.loads("const c = i8(300)\ninput A: csr<f64>[N, N]\noutput C\nC[i, j] = A[i, j] * c\n").compile(target)(
+        A=A)["C"]
+    assert C.toarray().tolist() == [[44.0, 0.0], [0.0, 44.0]]
+
+
+def test_long_operator_chains_compile_or_are_refused_cleanly():
+    """A sum of 300 terms nests 300 operators deep: the generated Python binds parts of it to locals (it
+    allows 200 nested parentheses) and the front end gets a deeper stack; 3000 terms is a located error."""
+    def chain(n):
+        return ("input a: dense<f64>[N]\ninput A: csr<f64>[N, N]\noutput o: dense<f64>[N]\noutput C\n"
+                "o[i] = " + " + ".join(["a[i]"] * n) + "\n"
+                "C[i, j] = A[i, j] * " + " * ".join(["(a[i] * 0.5 + 0.75)"] * (n // 4)) + "\n")
+    a = np.linspace(0.5, 1.5, 5)
+    A = sp.random_array((5, 5), density=0.4, format="csr", rng=np.random.default_rng(4))
+    prog = sd.loads(chain(300))
+    want, got = prog.compile("ref")(a=a, A=A), prog.compile("numba", parallel=False)(a=a, A=A)
+    np.testing.assert_allclose(got["o"], 300 * a)
+    np.testing.assert_allclose(want["o"], 300 * a)
+    np.testing.assert_allclose(got["C"].toarray(), want["C"].toarray(), rtol=1e-12)
+    with pytest.raises(sd.SdslError, match="nests too deeply"):
+        sd.loads(chain(3000))
+
+
+@pytest.mark.parametrize("target", ["ref", "numba"])
+def test_an_output_its_format_cannot_hold_is_reported_at_its_declaration(target):
+    prog = sd.loads("input A: csr<f64>[N, N]\noutput D: blockdiag(2)<f64>[N, N]\nD[i, j] = A[i, j]\n")
+    with pytest.raises(sd.SdslInputError, match="output D: entry .* lies outside the diagonal blocks") as info:
+        prog.compile(target)(A=sp.csr_array(np.ones((4, 4))))
+    assert (info.value.line, info.value.col) == (2, 1) and "output D: blockdiag(2)" in info.value.render()

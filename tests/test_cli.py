@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import scipy.sparse as sp
 
+import sparsedsl as sd
 from sparsedsl import cli
 from conftest import DATA, EXAMPLES, random_graph, run_cli
 
@@ -445,3 +446,69 @@ def test_compile_numba_artifact_runs_without_sparsedsl(tmp_path, cli_main):
     got = np.load(tmp_path / "out.npz")
     C = sp.csr_array((got["v"], got["i"], got["p"]), shape=(40, 20))
     np.testing.assert_allclose(C.toarray(), (A @ B).toarray(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("command", ["run", "compile"])
+@pytest.mark.parametrize("where", ["a-file", "below-a-file"])
+def test_an_output_folder_that_cannot_be_one_is_a_user_error(command, where, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    folder = blocker if where == "a-file" else blocker / "sub"
+    np.save(tmp_path / "A.npy", np.eye(3))
+    prog = tmp_path / "p.sdsl"
+    prog.write_text("input A: csr<f64>[N, N]\noutput B: csr<f64>[N, N]\nB[i, j] = 2.0 * A[i, j]\n")
+    if command == "run":
+        argv = ["run", str(prog), "--input", f"A={tmp_path / 'A.npy'}", "--output", str(folder)]
+    else:
+        argv = ["compile", str(prog), "--target", "numba", "-o", str(folder)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(folder) in err and "cannot use it as the output folder" in err, err
+    assert "internal error" not in err and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_an_empty_program_is_located_in_its_file(text, tmp_path, capsys):
+    path = tmp_path / "empty.sdsl"
+    path.write_text(text)
+    assert cli.main(["check", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"{path}:1:1: error: this file declares no inputs or outputs: it is a module, not a program"
+    assert lines[1] == text.rstrip("\n") and lines[2] == "^"
+
+
+def test_input_and_size_errors_are_located_or_named(tmp_path, capsys):
+    bsr = tmp_path / "bsr.sdsl"
+    bsr.write_text("input W: bsr(2, 2)<f32>[N, M]\noutput c: f32\nc = sum[i, j] W[i, j]\n")
+    np.save(tmp_path / "A.npy", np.eye(5))
+    spmv = tmp_path / "s.sdsl"
+    spmv.write_text("input A: csr<f64>[N, N]\noutput B: csr<f64>[N, N]\nB[i, j] = 2.0 * A[i, j]\n")
+    a = f"A={tmp_path / 'A.npy'}"
+    cases = [
+        # a random input of sizes its blocks do not divide: at the input's declaration
+        (["run", str(bsr), "--input", "W=random:1", "--size", "N=5", "M=4"],
+         f"{bsr}:1:1: error: input W: shape (5, 4) is not divisible by the block size (2, 2)"),
+        (["run", str(spmv), "--input", a, a], f"{spmv}:1:1: error: input 'A' is given twice"),
+        (["run", str(bsr), "--input", "W=random:1", "--size", "N=4", "M=4", "Q=3"],
+         f"error: --size Q=3: {bsr} has no size named 'Q' (sizes: M, N)"),
+        (["run", str(spmv), "--input", a, "--size", "N=7"], "error: --size N=7, but the inputs fix N = 5"),
+    ]
+    for argv, first_line in cases:
+        assert cli.main(argv) == 1, argv
+        assert capsys.readouterr().err.splitlines()[0] == first_line
+    assert cli.main(["run", str(spmv), "--input", a, "--size", "N=5"]) == 0  # agreeing with the inputs is fine
+
+
+def test_a_misspelt_compile_option_is_an_error():
+    prog = sd.loads("input A: csr<f64>[N, N]\noutput B: csr<f64>[N, N]\nB[i, j] = 2.0 * A[i, j]\n")
+    with pytest.raises(sd.SdslTargetError, match="unknown option of target 'numba': reasoc"):
+        prog.compile("numba", reasoc=False)
+
+
+def test_a_file_that_is_not_utf8_is_located_at_the_byte(tmp_path, capsys):
+    path = tmp_path / "latin1.sdsl"
+    path.write_bytes(b"input A: csr<f64>[N, N]\noutput B: csr<f64>[N, N]\nB[i, j] = A[i, j]  # caf\xe9\n")
+    assert cli.main(["check", str(path)]) == 1
+    head, line, caret = capsys.readouterr().err.splitlines()
+    assert head == f"{path}:3:25: error: not UTF-8 text (invalid continuation byte at byte 73)"
+    assert line == "B[i, j] = A[i, j]  # caf\ufffd" and caret == " " * 24 + "^"

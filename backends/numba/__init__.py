@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sparsedsl.core.errors import SdslInputError
+from sparsedsl.core.errors import SdslInputError, SdslTargetError, located
 from sparsedsl.tensor_ir import nodes as T
 from sparsedsl.tensor_ir.types import NUMPY_DTYPE
 
@@ -52,7 +52,9 @@ VERSION = "0.2.0"
 # the array dtype kernels see: Numba has no CPU float16, so f16 values travel as float32 (exactly)
 KERNEL_DTYPE = dict(NUMPY_DTYPE, f16=np.dtype(np.float32))
 EMITS = ("loops", "code", "artifact")
-_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly", "one_pass_max_entries", "blocks")
+_LOWERING_OPTIONS = ("accumulator", "parallel", "assembly", "one_pass_max_entries", "blocks", "lookup")
+# every keyword compile() takes for this target: a misspelt one is an error, not silently ignored
+OPTIONS = _LOWERING_OPTIONS + ("cache_dir", "reassoc", "jam")
 # The code whose change must invalidate a program's entry in the compile index: all of sparsedsl (the IR
 # classes, lowering, dtype tables, ...) and this backend, wherever an editable install keeps it.
 _CODE_PACKAGES = ("sparsedsl", "sparsedsl.backends.numba")
@@ -130,6 +132,10 @@ def compile(program: T.Program, options: dict | None = None) -> "Executable":  #
     same sparsedsl code) is found in the compile index and its generated module imported directly, without
     lowering or rendering again: a new process then never imports the loop IR or the code generator."""
     options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise SdslTargetError(f"unknown option{'s' if len(unknown) > 1 else ''} of target 'numba': "
+                              f"{', '.join(map(str, unknown))} (options: {', '.join(OPTIONS)})")
     cache_dir = options.get("cache_dir")
     index_key = _index_key(program, options)
     found = _from_index(program, options, index_key)
@@ -329,6 +335,10 @@ class Executable:
         return (_index_array(csr.indptr), _index_array(csr.indices), np.ascontiguousarray(csr.data, dtype=dtype))
 
     def _pack(self, r: L.Result, arrays: tuple, sizes: dict):
+        with located(self._decls[r.tensor].span):
+            return self._container(r, arrays, sizes)
+
+    def _container(self, r: L.Result, arrays: tuple, sizes: dict):
         from sparsedsl.runtime.tensors import CSR, Dense, FORMAT_CLASSES, from_presence, resolve_params
 
         decl = self._decls[r.tensor]

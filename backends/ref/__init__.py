@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sparsedsl.core.errors import located
 from sparsedsl.tensor_ir import nodes
 from sparsedsl.tensor_ir.types import Format, TensorType
 
@@ -73,4 +74,5 @@ def _container(values: np.ndarray, present: np.ndarray, decl: nodes.Decl, sizes:
             name = "csr" if ttype.rank == 2 else "coo"
         ttype = TensorType(ttype.dtype, ttype.shape, Format(name))
     fill = decl.fill.value if decl.fill is not None else 0
-    return from_presence(values, present, ttype, sizes, f"output {decl.name}", fill)
+    with located(decl.span):
+        return from_presence(values, present, ttype, sizes, f"output {decl.name}", fill)

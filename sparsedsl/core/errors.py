@@ -6,6 +6,7 @@ Internal errors (bugs in sparsedsl) are ordinary Python exceptions and are never
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 
@@ -72,8 +73,8 @@ class SdslError(Exception):
             return "\n".join([head, *(f"note: {n}" for n in self.notes)])
         head = f"{self.span}: error: {self.message}"
         out = [head]
-        src_line = self.span.source.line(self.span.line) if self.span.source else ""
-        if src_line:
+        if self.span.source is not None:  # the line may be empty (an empty file): the caret still says where
+            src_line = self.span.source.line(self.span.line)
             out.append(src_line)
             width = 1
             if self.span.end_line == self.span.line and self.span.end_col and self.span.end_col > self.span.col:
@@ -118,3 +119,15 @@ class SdslTargetError(SdslError):
 
 class SdslRuntimeError(SdslError):
     """A failure while running a program that the user can act on (e.g. an index out of range in a gather)."""
+
+
+@contextlib.contextmanager
+def located(span: Span | None):
+    """An ``SdslError`` raised inside without a location gets ``span`` (an input's or output's declaration):
+    the runtime checks a container without knowing where the program declared it."""
+    try:
+        yield
+    except SdslError as err:
+        if err.span is not None or span is None:
+            raise
+        raise type(err)(err.message, span, err.notes) from None

@@ -407,6 +407,7 @@ class Lowerer:
             self.params.append(L.Param(size_name(size), "size", "size", "i64", size))
         for st in self.program.body:
             self.statement(st)
+        self.loop_directives()
         results = []
         for d in self.program.outputs:
             s = self.storage.get(d.name)
@@ -424,6 +425,39 @@ class Lowerer:
                 raise _Restart(name, "csr")  # a statement reads its compressed rows, which sharing never made
         return L.Module(self.program.name, params, tuple(self.kernels), tuple(self.host),
                         tuple(results), span=self.program.span)
+
+    def loop_directives(self) -> None:
+        """Say what became of the ``parallel``, ``order`` and ``block`` directives (spec § 8: a schedule never
+        changes a result). This target chooses its loops itself: the outermost loop over a statement's first
+        free index is split into chunks of rows (16 rows each, see ``chunked``) that the threads claim, a
+        row-wise reduction walks its operand's row before the result's columns (Gustavson: i, k, j), and no
+        other loop is tiled. A directive asking for that is reported applied, any other not applied."""
+        first = {}
+        for st in _all_assigns(self.program.body):
+            first.setdefault(st.target, st)
+        for sch in self.program.schedules:
+            st = first.get(sch.target)
+            for dr in sch.directives:
+                if dr.name not in ("parallel", "order", "block") or st is None:
+                    continue
+                outer = st.idx[0] if st.idx else None
+                text = dr.text
+                if dr.name == "parallel" and dr.args and dr.args[0] == outer and self.options.get("parallel", True):
+                    choice, why = "applied", f"the loop over {outer} is split over the threads (chunks of rows)"
+                elif dr.name == "parallel":
+                    choice, why = "not applied", ("this target splits only the outermost loop (over the first free "
+                                                  "index, the rows) over threads" if outer else
+                                                  "a reduction to a scalar is split over the rows it reduces")
+                elif dr.name == "order" and tuple(map(str, dr.args[:1])) == (outer,):
+                    choice, why = "partly", (f"{outer} is the outer loop as asked; the inner loops follow the "
+                                             "operands' storage (a row-wise product walks k, then j)")
+                elif dr.name == "order":
+                    choice, why = "not applied", ("this target puts the first free index (the rows) outermost "
+                                                  "and orders the inner loops by the operands' storage")
+                else:
+                    choice, why = "not applied", "this target tiles only the outer loop, in chunks of 16 rows"
+                self.notes.append((sch.target, "schedule", f"{text}: {choice}",
+                                   why + "; the result is the same either way", dr.span or sch.span))
 
     def _sizes(self) -> list[str]:
         """Every size name the program mentions (declared sizes, shapes, ranges and size values)."""
@@ -1857,7 +1891,7 @@ class Lowerer:
             case T.Access():
                 return self.access(e, c, block)
             case T.Binary():
-                return self.binary(e, c, block, need_value)
+                return self.shallow(*self.binary(e, c, block, need_value), e.dtype, block)
             case T.Unary(op=op, operand=a, dtype=dtype):
                 v, p = self.ev(a, c, block, need_value)
                 if op == "not":
@@ -1903,6 +1937,15 @@ class Lowerer:
                     raise _Materialize(e)
                 return self.cursor_value(TopKLeaf(c.topk[e]), c, "bool")
         raise Refused(f"{type(e).__name__} expressions are not supported yet")
+
+    def shallow(self, val: L.Expr, pres: L.Expr, dtype: str, block: list[L.Stmt]) -> tuple[L.Expr, L.Expr]:
+        """``(val, pres)``, each bound to a local once it nests ``MAX_DEPTH`` operators deep: the generated
+        Python nests a parenthesis per operator and stops at 200 (a sum of hundreds of terms is that deep)."""
+        if _ldepth(val) >= MAX_DEPTH:
+            val = self.bind(val, getattr(val, "dtype", dtype), block, "w_part")
+        if _ldepth(pres) >= MAX_DEPTH:
+            pres = self.bind(pres, "bool", block, "w_part_has")
+        return val, pres
 
     def mask(self, m: T.Mask, c: Ctx, block: list[L.Stmt]) -> L.Expr:
         match m:
@@ -2455,6 +2498,19 @@ def _varying(stmts) -> frozenset[str]:
                 out.add(st.target)
             seen.add(st.target)
     return frozenset(out)
+
+
+MAX_DEPTH = 40  # operators nested in one expression of the generated code (``Lowerer.shallow``)
+
+
+def _ldepth(e: L.Expr) -> int:
+    """How deeply a loop-IR expression nests (a leaf is 0), without recursion."""
+    best, todo = 0, [(e, 0)]
+    while todo:
+        x, d = todo.pop()
+        best = max(best, d)
+        todo.extend((c, d + 1) for c in L.expr_children(x))
+    return best
 
 
 def _all_assigns(stmts):
