@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import pickle
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -451,20 +452,40 @@ def _parse(text: str, name: str) -> syntax.Module:
     return module
 
 
-@contextlib.contextmanager
-def _deep(what: str):
+class _DeepStack:
     """A long chain of operators (``a + a + ... + a``, hundreds of terms) is a tree that deep, and the front
-    end, the checker and the reference interpreter walk trees recursively: they get a deeper Python stack
-    (4000 frames, well inside the C stack), and a program deeper still is the user's error, not a crash."""
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, 4000))
-    try:
-        yield
-    except RecursionError:
-        raise SdslError(f"{what}: an expression nests too deeply (a chain of several hundred operators or "
-                        "more); compute parts of it in statements of their own") from None
-    finally:
-        sys.setrecursionlimit(old)
+    end, the checker and the reference interpreter walk trees recursively: while any thread is inside
+    ``with _deep(...)`` the Python stack limit is at least 4000 frames (well inside the C stack), and a
+    program deeper still is the user's error, not a crash. The limit is the interpreter's, shared by every
+    thread: the first thread in raises it and the last one out puts it back."""
+
+    LIMIT = 4000
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.saved = 0
+
+    @contextlib.contextmanager
+    def __call__(self, what: str):
+        with self.lock:
+            if self.inside == 0:
+                self.saved = sys.getrecursionlimit()
+                sys.setrecursionlimit(max(self.saved, self.LIMIT))
+            self.inside += 1
+        try:
+            yield
+        except RecursionError:
+            raise SdslError(f"{what}: an expression nests too deeply (a chain of several hundred operators "
+                            "or more); compute parts of it in statements of their own") from None
+        finally:
+            with self.lock:
+                self.inside -= 1
+                if self.inside == 0:
+                    sys.setrecursionlimit(self.saved)
+
+
+_deep = _DeepStack()
 
 
 def loads(text: str, name: str = "inline") -> Program:

@@ -176,6 +176,9 @@ BLOCK_BODIES = {
                "r[i] = count[j] T[i, j] + max[j] T[i, j]\n", True),
     "softmax": ("T[i, j] = softmax[j] (0.5 * A[i, j])\nY[i, f] = sum[j] T[i, j] * X[j, f]\nr[i] = sum[j] T[i, j]\n",
                 True),
+    # A's rows merged with B's inside T's own statement: walked in compressed rows, so T is not in A's blocks
+    "follower": ("T[i, j] = A[i, j] * fill(B[i, j], 1.0)\nY[i, f] = sum[j] T[i, j] * X[j, f]\n"
+                 "r[i] = max[j] T[i, j]\n", False),
     # a statement merges T's rows with B's: T is lowered again in compressed rows
     "merged": ("T[i, j] = 2.0 * A[i, j]\nY[i, f] = sum[j] T[i, j] * X[j, f]\nr[i] = sum[j] (T[i, j] + B[i, j])\n",
                False),

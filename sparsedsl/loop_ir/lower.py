@@ -782,6 +782,12 @@ class Lowerer:
                                "columns read a transposed copy made once per call; with the inputs bound "
                                "(explain --input, compile(like=...)) format selection stores such a matrix "
                                "as a bitmap instead", st.span))
+        elif decl is not None and decl.storage is not None and out.kind == "csr" \
+                and decl.storage.name in ("bsr", "blockdiag", "nm", "coo"):
+            self.notes.append((st.target, "layout", "csr",
+                               f"this target stores an intermediate asked for as {decl.storage} in compressed rows "
+                               "(presence kept); an intermediate computed entry by entry from a block input is "
+                               "stored in that input's blocks instead", st.span))
         previous = self.storage.get(st.target)
         if previous is not None:
             if previous.kind != out.kind:
@@ -1218,8 +1224,8 @@ class Lowerer:
             if phase == "count":
                 action.append(L.Set(count_var, L.Op("+", (L.Var(count_var), I64_ONE), "i64")))
             elif phase == "fill" and shared:
-                action.append(L.Store(out.blk("val") if out.block else out.val, (self.shared_position(shared, c),),
-                                      self.cast(val, out.dtype)))
+                action.append(L.Store(out.blk("val") if out.block else out.val,
+                                      (self.shared_position(shared, c, out),), self.cast(val, out.dtype)))
             elif phase == "fill":
                 idx_array, val_array = one_pass[2:] if one_pass else (out.idx, out.val)
                 action.append(L.Store(idx_array, (L.Var(pos_var),), coords[-1]))
@@ -1265,13 +1271,19 @@ class Lowerer:
             level(0, ctx, body)
         return body
 
-    def shared_position(self, src: str, c: Ctx) -> L.Expr:
-        """Where the entry of ``src`` at the current coordinates is stored: the position of its row walk."""
+    def shared_position(self, src: str, c: Ctx, out: Storage) -> L.Expr:
+        """Where the entry of ``src`` at the current coordinates is stored: the position of its row walk, in
+        the layout ``out`` shares (a block walk's position in the flattened blocks for a result stored in
+        ``src``'s blocks; any walk's position in ``src``'s compressed rows otherwise)."""
         for leaf, (cur, _always) in c.cursors.items():
             if isinstance(leaf, T.Access) and leaf.tensor == src \
                     and tuple(getattr(p, "var", None) for p in leaf.pos) == self.stmt.idx:
-                return L.Var(cur.at if isinstance(cur, BlockPos) else cur.pos)
-        # the walk was not driven by src (not expected): lower this statement without sharing
+                if isinstance(cur, BlockPos):
+                    return L.Var(cur.at)
+                if out.block is None or cur.values == self.storage[src].blk("val"):
+                    return L.Var(cur.pos)
+        # src's row was not walked in the layout the result shares (a block input merged with another
+        # operand is read in compressed rows): lower this statement without sharing
         raise _Restart(self.stmt.target, "csr")
 
     # ------------------------------------------------------------ loops

@@ -106,6 +106,11 @@ def _err(cls, msg, span, *notes):
     return cls(msg, span, notes=tuple(n for n in notes if n))
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: an input, a temp."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _suggest(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, sorted(candidates), n=1)
     return f"did you mean '{close[0]}'?" if close else ""
@@ -324,7 +329,7 @@ class Checker:
         if sym is not None and sym.kind == "size":
             return sym.dim
         if sym is not None:
-            raise _err(SdslTypeError, f"'{d}' is a {sym.kind}, not a size name", span)
+            raise _err(SdslTypeError, f"'{d}' is {_a(sym.kind)}, not a size name", span)
         if not bind:
             raise _err(SdslTypeError, f"size '{d}' of {what} is not fixed by any input", span,
                        "sizes are bound from the inputs that carry them")
@@ -506,7 +511,7 @@ class Checker:
                 raise _err(SdslTypeError, "the left side takes plain index variables", ix.span)
             other = scope.lookup(ix.id)
             if other is not None or ix.id in CONSTANT_NAMES:
-                raise _err(SdslTypeError, f"'{ix.id}' is a {other.kind if other else 'constant'}, not an index "
+                raise _err(SdslTypeError, f"'{ix.id}' is {_a(other.kind) if other else 'a constant'}, not an index "
                            "variable; the left side takes index variables", ix.span)
             if ix.id in idx:
                 raise _err(SdslTypeError, f"index '{ix.id}' appears twice on the left side", ix.span)
@@ -1030,7 +1035,7 @@ class Checker:
             raise _err(SdslTypeError, f"def '{fname}' is called on whole tensors (X = {fname}(...)), not inside "
                        "index notation", sp)
         if sym is not None:
-            raise _err(SdslTypeError, f"'{fname}' is a {sym.kind}, not a function", e.func.span)
+            raise _err(SdslTypeError, f"'{fname}' is {_a(sym.kind)}, not a function", e.func.span)
         if e.kwargs:
             raise _err(SdslTypeError, f"'{fname}' takes no keyword arguments", e.kwargs[0].span)
         args = [self.expr(a, scope, ctx) for a in e.args]
