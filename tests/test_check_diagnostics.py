@@ -92,6 +92,8 @@ CASES = [
      4, 21, "integer literal 99999999999999999999 does not fit in i64"),
     ("int-literal-past-i64-in-coordinate", HEAD + "output C: csr<f32>[M, K]\nC[i, k] = A[i, k + 9223372036854775808]\n",
      4, 20, "does not fit in i64"),
+    ("literal-too-big-for-i8", "input x: dense<i8>[N]\noutput y\ny[i] = x[i] < 300\n",
+     3, 15, "the literal 300 does not fit in i8, the type it takes from the other operand"),
     # formats
     ("bsr-without-params", "input A: bsr<f32>[M, K]\noutput C: bsr(2, 2)<f32>[M, K]\nC[i, k] = A[i, k]\n",
      1, 10, "format 'bsr' takes 2 parameters"),

@@ -1017,6 +1017,11 @@ class Checker:
                 v = bool(v)
             elif dtype in INT_DTYPES:
                 v = int(v)
+                if _int_cast(v, "i64", dtype) != v:
+                    # numpy (NEP 50) refuses such a Python int too; wrapping it would compare x < 300 as x < 44
+                    raise _err(SdslTypeError, f"the literal {v} does not fit in {dtype}, the type it takes from "
+                               "the other operand", t.ir.span,
+                               f"cast the other operand (i64(...)) or write a value that fits in {dtype}")
             else:
                 v = float(v)
             return N.Lit(v, dtype, span=t.ir.span)
