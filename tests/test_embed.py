@@ -628,3 +628,36 @@ def test_torch_inputs_give_torch_outputs():
     assert isinstance(C, torch.Tensor)
     dense = C.to_dense() if C.layout != torch.strided else C
     np.testing.assert_allclose(dense.numpy(), A.toarray() @ B, rtol=1e-12)
+
+
+def test_keyword_only_parameters_float_defaults_and_whole_tensor_accumulation():
+    A = sp.csr_array(np.array([[1.0, 0.0], [2.0, 3.0]]))
+
+    @sd.kernel
+    def scaled(A, alpha=0.5, *, beta=1.0):
+        i, j = sd.indices("i j")
+        C = sd.tensor("C")
+        C[i, j] = alpha * beta * A[i, j]
+        return C
+
+    # an int passed where the default is a float makes a float parameter; keyword-only parameters are inputs
+    np.testing.assert_allclose(scaled(A, 2, beta=3.0).toarray(), 6.0 * A.toarray())
+    np.testing.assert_allclose(scaled(A).toarray(), 0.5 * A.toarray())
+
+    @sd.kernel
+    def summed(A, B):
+        i, j = sd.indices("i j")
+        C = sd.tensor("C")
+        C[i, j] = A[i, j]
+        C += B  # the whole-tensor accumulation `C += B` of the text language
+        return C
+
+    np.testing.assert_allclose(summed(A, A).toarray(), 2.0 * A.toarray())
+
+    @sd.kernel
+    def wrong(A):
+        i, j = sd.indices(5)
+        return A
+
+    with pytest.raises(sd.SdslError, match="sd.indices takes names"):
+        wrong(A)

@@ -43,3 +43,20 @@ def test_mean_and_max_aggregate_and_degree():
         np.testing.assert_allclose(mean[i], H[nb].mean(axis=0), rtol=1e-5)
         np.testing.assert_allclose(mx[i], H[nb].max(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(deg, Gd.sum(axis=1))
+
+
+def test_a_computed_bool_graph_is_a_pattern_for_every_def(tmp_path):
+    """A bool matrix computed in the program may store false entries; passed for a csr<bool> parameter it is
+    a pattern (spec § 3), as a bound input is: gin, mean_aggregate and degree all count every stored entry."""
+    main = tmp_path / "main.sdsl"
+    main.write_text("import gnn\ninput A: csr<f32>[N, N]\ninput H: dense<f32>[N, F]\n"
+                    "output Y\noutput Mn\noutput D\nM[i, j] = A[i, j] > 0.5\n"
+                    "Y = gnn.gin(M, H, 0.0)\nMn = gnn.mean_aggregate(M, H)\nD = gnn.degree(M)\n")
+    A = sp.csr_array(np.array([[0, .2, .9], [.7, 0, 0], [.1, .3, 0]], dtype=np.float32))
+    H = np.array([[1, 10], [100, 1000], [1e4, 1e5]], dtype=np.float32)
+    pattern = (A != 0).astype(np.float32)
+    for target in ("ref", "numba"):
+        out = sd.load(str(main)).compile(target=target)(A=A, H=H)
+        np.testing.assert_allclose(out["Y"], H + pattern @ H)
+        np.testing.assert_array_equal(out["D"], [2, 1, 2])
+        np.testing.assert_allclose(out["Mn"], (pattern @ H) / np.array([[2], [1], [2]]))

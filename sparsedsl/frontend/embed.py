@@ -424,6 +424,12 @@ class TensorRef(Expression):
     def __repr__(self) -> str:
         return f"TensorRef({self.name!r}, {self.kind})"
 
+    def __iadd__(self, other):
+        # `C += B` on the whole tensor: Python rebinds C to what this returns, so the statement is recorded
+        # here and C stays this tensor (`C[i, j] += e` goes through the access's __iadd__ and __setitem__)
+        self[...] = _Accumulation(self, "+=", other)
+        return self
+
     def _as_operand(self) -> syntax.Expr:
         # a fresh Name per use, so that diagnostics point at the use rather than the declaration
         return syntax.Name(self.name, span=_here(self._trace))
@@ -442,7 +448,7 @@ class TensorRef(Expression):
         parts = key if isinstance(key, tuple) else (key,)
         if key is Ellipsis or (isinstance(key, tuple) and len(key) == 0):
             raise SdslError(f"write {self.name} without brackets for the whole tensor; X[...] is only a "
-                            "statement's left side", span)
+                            f"statement's left side (to accumulate into the whole tensor: {self.name} += e)", span)
         nodes = tuple(_index_position(p, trace, span) for p in parts)
         return Expression(syntax.Access(syntax.Name(self.name, span=span), nodes, span=span), trace)
 
@@ -486,7 +492,8 @@ def _emit_assign(trace: _Trace, name: str, lhs, op: str, value: Any, span: Span 
 def _describe(value: Any) -> str:
     if isinstance(value, Expression):
         return "an expression"
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return ("an " if name[:1] in "aeiouAEIOU" else "a ") + name
 
 
 def _index_position(p: Any, trace: "_Trace | None", span: Span | None) -> syntax.Expr:
@@ -535,8 +542,11 @@ def indices(names: str | list[str] | tuple[str, ...]) -> tuple[IndexVar, ...]:
     span = trace.span()
     if isinstance(names, str):
         parts = names.replace(",", " ").split()
-    else:
+    elif isinstance(names, (list, tuple)) and builtins.all(isinstance(n, str) for n in names):
         parts = list(names)
+    else:
+        raise SdslError(f"sd.indices takes names, as a string (\"i j k\") or a list of strings, not "
+                        f"{_describe(names)}", span)
     out = []
     for n in parts:
         trace.claim(n, "index", span)
@@ -978,9 +988,9 @@ def _prepare_value(value: Any) -> Any:
 
 # ---------------------------------------------------------------- the decorator
 
-def _run_trace(trace: _Trace, fn: Callable, args: list) -> Any:
+def _run_trace(trace: _Trace, fn: Callable, args: list, keywords: dict) -> Any:
     # _active_trace() recognizes this function's frame and reads its local 'trace'.
-    return fn(*args)
+    return fn(*args, **keywords)
 
 
 class Kernel:
@@ -1023,7 +1033,11 @@ class Kernel:
                     "for it (its type is inferred from the value) or annotate it, e.g. '{name}: \"csr<f32>[M, K]\"'"
                     .replace("{name}", name), _def_span(self.fn, name))
             else:
-                out.append(type_of(bound.arguments[name], f"argument '{name}'"))
+                t = type_of(bound.arguments[name], f"argument '{name}'")
+                if t.is_scalar and t.dtype in ("i8", "i32", "i64") and isinstance(p.default, float):
+                    # `alpha=0.5` called with 2: a float parameter (its default must fit), the 2 converted
+                    t = replace(t, dtype="f64")
+                out.append(t)
         return tuple(out)
 
     def trace(self, *args: Any, **kwargs: Any) -> syntax.Module:
@@ -1044,6 +1058,7 @@ class Kernel:
         fn = self.fn
         trace = _Trace(fn)
         proxies = []
+        keywords = {}  # keyword-only parameters are passed by name
         inputs = []
         for (name, p), ptype in zip(self.signature.parameters.items(), types):
             span = _def_span(fn, name, trace.sources)
@@ -1056,8 +1071,12 @@ class Kernel:
             if p.default is not inspect.Parameter.empty:
                 default = _node(p.default, span)
             inputs.append(syntax.InputDecl(name, ptype, default, span=span))
-            proxies.append(TensorRef(name, "input", trace, span, ptype))
-        result = _run_trace(trace, fn, proxies)
+            proxy = TensorRef(name, "input", trace, span, ptype)
+            if p.kind == p.KEYWORD_ONLY:
+                keywords[name] = proxy
+            else:
+                proxies.append(proxy)
+        result = _run_trace(trace, fn, proxies, keywords)
         outputs = self._outputs(trace, result)
         decls = tuple(syntax.OutputDecl(r.name, r.type, r.fill, span=r._declared_at) for r in outputs)
         for ref in trace.tensors.values():

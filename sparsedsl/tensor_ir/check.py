@@ -834,6 +834,16 @@ class Checker:
             src = S.Call(S.Name(ptype.dtype), (src,), span=arg.span)
             pre.extend(self.check_assign(S.Assign(tmp, None, "=", src, span=arg.span), scope))
             actual = scope.lookup(tmp)
+        elif ptype.dtype == "bool" and not ptype.is_scalar and ptype.format is not None \
+                and ptype.format.name not in ("dense", "auto") \
+                and not (actual.kind == "input" and actual.type.format.name not in ("dense", "auto")):
+            # a sparse bool parameter is a pattern (spec 3): a computed bool argument may store false entries,
+            # which the def must read as true, as a bound input's are
+            tmp = self.fresh(f"{fn.name}_{param.name}")
+            pattern = S.Assign(tmp, None, "=", S.Bool(True, span=arg.span), S.Name(actual.name, span=arg.span),
+                               span=arg.span)
+            pre.extend(self.check_assign(pattern, scope))
+            actual = scope.lookup(tmp)
         if param.name in body.symbols:
             raise _err(SdslNameError, f"parameter '{param.name}' appears twice", param.span)
         # parameters are read-only inside the def, whatever the argument was in the caller
