@@ -661,3 +661,27 @@ def test_keyword_only_parameters_float_defaults_and_whole_tensor_accumulation():
 
     with pytest.raises(sd.SdslError, match="sd.indices takes names"):
         wrong(A)
+
+
+def test_indexing_an_entry_and_a_reduction_without_its_expression_are_diagnostics():
+    A = sp.csr_array(np.eye(3))
+
+    @sd.kernel
+    def twice_indexed(A):
+        i, j = sd.indices("i j")
+        C = sd.tensor("C")
+        C[i, j] = A[i][j]
+        return C
+
+    @sd.kernel
+    def no_body(A):
+        i, j = sd.indices("i j")
+        C = sd.tensor("C")
+        C[i] = sd.sum(A[i, j])
+        return C
+
+    with pytest.raises(SdslError, match="only named tensors can be indexed") as info:
+        twice_indexed(A)
+    assert info.value.line is not None
+    with pytest.raises(SdslError, match=r"sd.sum takes the index \(or indices\) it reduces and the expression"):
+        no_body(A)

@@ -271,6 +271,12 @@ class Expression:
     def _as_operand(self) -> syntax.Expr:
         return self._node_
 
+    def __getitem__(self, key: Any):
+        # TensorRef overrides this; anything else is an entry or a computed value (A[i][j], (A @ B)[i, j])
+        raise SdslError("only named tensors can be indexed, once, with all their positions: A[i, j] (to index a "
+                        "computed value, give it a name first: C = sd.tensor('C'); C[i, j] = ...)",
+                        _here(self._trace))
+
     def __repr__(self) -> str:
         try:
             from sparsedsl.frontend.printer import format_expr
@@ -722,7 +728,13 @@ def _prefix(op: str, idx: Any, body: Any, args: tuple = (), kwargs: tuple = ()) 
 
 
 def _make_reduction(op: str) -> Callable[[Any, Any], Expression]:
-    def reduction(idx, expr):
+    _missing = object()
+
+    def reduction(idx, expr=_missing):
+        if expr is _missing:
+            trace = _trace_of(idx)
+            raise SdslError(f"sd.{op} takes the index (or indices) it reduces and the expression: "
+                            f"sd.{op}(k, A[i, k] * x[k])", _here(trace))
         return _prefix(op, idx, expr)
 
     reduction.__name__ = reduction.__qualname__ = op
