@@ -383,14 +383,14 @@ class Lowerer:
             return Storage(st.target, "csr", dtype, shape)
         return Storage(st.target, "bitmap", dtype, shape)
 
+    def stored_full(self, name: str) -> bool:
+        """Whether ``name`` is stored with every coordinate present (dense or a scalar), as far as lowering knows."""
+        s = self.storage.get(name)
+        return s is not None and s.kind in ("dense", "scalar")
+
     def static_full(self, e: T.Expr) -> bool:
         """Present at every coordinate, whatever the inputs hold (a reduction over an empty range is absent)."""
-
-        def stored_full(name: str) -> bool:
-            s = self.storage.get(name)
-            return s is not None and s.kind in ("dense", "scalar")
-
-        return is_full(e, stored_full)
+        return is_full(e, self.stored_full)
 
     # ------------------------------------------------------------ program
 
@@ -1049,12 +1049,7 @@ class Lowerer:
         src = self.storage.get(m.tensor)
         if src is None or src.kind != "csr" or src.tag or m.tensor == st.target:
             return None
-
-        def stored_full(name: str) -> bool:
-            t = self.storage.get(name)
-            return t is not None and t.kind in ("dense", "scalar")
-
-        if not is_full(e.body, stored_full, assume_nonempty=True):
+        if not is_full(e.body, self.stored_full, assume_nonempty=True):
             return None
         cond: L.Expr = TRUE
         for x in _walk(e.body):
@@ -1078,12 +1073,7 @@ class Lowerer:
         if decl is None or decl.kind != "temp" or st.op != "=" or len(st.idx) != 2 or out.tag \
                 or st.target in self.varying or self.force.get(st.target) == "csr":
             return None
-
-        def stored_full(name: str) -> bool:
-            s = self.storage.get(name)
-            return s is not None and s.kind in ("dense", "scalar")
-
-        found = same_pattern(st.value, stored_full)
+        found = same_pattern(st.value, self.stored_full)
         if not isinstance(found, tuple) or found[1] != st.idx or found[0] == st.target:
             return None
         src = self.storage.get(found[0])
