@@ -167,6 +167,31 @@ def test_integer_arithmetic_wraps_like_numpy(compiled):
     np.testing.assert_array_equal(got["C"].to_presence()[0], [[100, 3], [56, 5]])
 
 
+
+DIVISION = """
+input  x: dense<{t}>[N]
+input  y: dense<{t}>[N]
+output q: dense<{t}>[N]
+output r: dense<{t}>[N]
+q[i] = x[i] // y[i]
+r[i] = x[i] % y[i]
+"""
+
+
+@pytest.mark.parametrize("t", ["i64", "i32", "i8"])
+def test_floor_division_at_the_integer_edges_like_numpy(compiled, t):
+    """The most negative value divided by -1 wraps to itself in numpy; LLVM's division overflows there (numba
+    gave 0 for i64). Division by zero gives 0 on both targets, as numpy's floor_divide and mod do."""
+    info = np.iinfo(np.dtype(dict(i64="int64", i32="int32", i8="int8")[t]))
+    x = np.array([info.min, info.min, 7, -7, 7, info.max, info.min, -1], dtype=info.dtype)
+    y = np.array([-1, 1, 0, 2, -2, -1, 0, info.min], dtype=info.dtype)
+    ir, exe = compiled(DIVISION.format(t=t))
+    got = check(ir, exe, dict(x=x, y=y))
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(got["q"].to_presence()[0], np.floor_divide(x, y))
+        np.testing.assert_array_equal(got["r"].to_presence()[0], np.mod(x, y))
+
+
 # ---------------------------------------------------------------- repeat
 
 POWER = """

@@ -437,6 +437,14 @@ def _topk_select(coord, key, cls, n, k, group, order, sel, out):
 
 
 @numba.njit(**_JIT)
+def _ifloordiv(a, b):
+    """i64 floor division as numpy computes it: LLVM's division overflows on INT64_MIN // -1, numpy wraps."""
+    if b == -1:
+        return -a
+    return a // b
+
+
+@numba.njit(**_JIT)
 def _ipow(a, b):
     """Integer power; a negative exponent truncates toward zero like 1 / a**-b."""
     if b < 0:
@@ -548,7 +556,9 @@ class Printer:
     def op(self, e: L.Op) -> str:
         a = [self.expr(x) for x in e.args]
         dt = e.dtype
-        if e.op in _BINARY:
+        if e.op == "//" and dt == "i64" and not (isinstance(e.args[1], L.Const) and e.args[1].value > 0):
+            text = f"_ifloordiv({a[0]}, {a[1]})"
+        elif e.op in _BINARY:
             text = f"({a[0]} {e.op} {a[1]})"
             if e.op in ("<", "<=", ">", ">=", "==", "!="):
                 return text
