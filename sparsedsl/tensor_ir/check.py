@@ -972,6 +972,8 @@ class Checker:
                     # blocked layouts (4 * (i // 4) + i % 4) divide by constants, never by an index
                     raise _err(SdslTypeError, f"a coordinate may use '{op}' only with a constant or scalar "
                                "divisor", ix.span)
+                if op in ("//", "%") and isinstance(lb, N.Lit) and lb.value == 0:
+                    raise _err(SdslTypeError, f"a coordinate divides by zero ('{op} 0')", b.span)
                 return N.Binary(op, la, lb, "i64", span=ix.span)
             case S.UnaryOp(op="-", operand=a):
                 return N.Unary("-", self.position(a, scope, ctx, gather_depth), "i64", span=ix.span)
