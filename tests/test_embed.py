@@ -685,3 +685,41 @@ def test_indexing_an_entry_and_a_reduction_without_its_expression_are_diagnostic
     assert info.value.line is not None
     with pytest.raises(SdslError, match=r"sd.sum takes the index \(or indices\) it reduces and the expression"):
         no_body(A)
+
+
+def test_a_proxy_kept_from_another_kernel_is_a_diagnostic():
+    """A tensor or index proxy kept after its kernel returned (in a dict, a closure) used to record into that
+    finished trace: nothing reached the program being traced. Using it, or mixing it into another kernel's
+    statement, is now an error at the line that does it."""
+    A = sp.csr_array(np.eye(3))
+    kept = {}
+
+    @sd.kernel
+    def first(A):
+        i, j = sd.indices("i j")
+        kept.update(A=A, i=i, j=j)
+        C = sd.tensor("C")
+        C[i, j] = A[i, j] * 2.0
+        return C
+
+    @sd.kernel
+    def second(B):
+        i, j = sd.indices("i j")
+        D = sd.tensor("D")
+        D[i, j] = kept["A"][i, j] + B[i, j]
+        return D
+
+    @sd.kernel
+    def third(B):
+        D = sd.tensor("D")
+        D[kept["i"], kept["j"]] = B[kept["i"], kept["j"]]
+        return D
+
+    np.testing.assert_array_equal(first(A).toarray(), 2 * np.eye(3))
+    with pytest.raises(SdslError, match="mixes tensors or indices of two kernels") as info:
+        second(A)
+    assert info.value.line is not None
+    with pytest.raises(SdslError, match="mixes tensors or indices of two kernels"):
+        third(A)
+    with pytest.raises(SdslError, match="kernel 'first', whose tracing has finished"):
+        kept["A"][kept["i"], kept["j"]]

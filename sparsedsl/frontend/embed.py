@@ -150,11 +150,13 @@ class _Trace:
         self.blocks: list[list[syntax.Stmt]] = [[]]
         self.names: dict[str, str] = {}  # name -> what declared it ("input", "tensor", "index", "const")
         self.tensors: dict[str, TensorRef] = {}
+        self.finished = False  # set when the kernel's function returns: its proxies record nothing after
 
     def span(self) -> Span | None:
         return _here(self)
 
     def emit(self, stmt: syntax.Stmt) -> None:
+        _usable(self)
         self.blocks[-1].append(stmt)
 
     def claim(self, name: str, kind: str, span: Span | None) -> None:
@@ -214,11 +216,23 @@ def _number(value: int | float, span: Span | None) -> syntax.Expr:
     return syntax.Number(value, repr(value) if isinstance(value, float) else str(value), span=span)
 
 
+def _usable(trace: "_Trace") -> "_Trace":
+    """``trace``, if its kernel is still being traced: a proxy kept after its kernel returned (in a global, a
+    closure) would otherwise record into a program that is already built."""
+    if trace.finished:
+        raise SdslError(f"this expression uses a tensor or index of kernel '{trace.fn.__name__}', whose tracing "
+                        "has finished: a kernel's tensors and indices are used only inside its own body", _here(None))
+    return trace
+
+
 def _trace_of(*values: Any) -> "_Trace | None":
-    for v in values:
-        if isinstance(v, Expression) and v._trace is not None:
-            return v._trace
-    return None
+    traces = [v._trace for v in values if isinstance(v, Expression) and v._trace is not None]
+    if not traces:
+        return None
+    if builtins.any(t is not traces[0] for t in traces[1:]):
+        raise SdslError("this expression mixes tensors or indices of two kernels: each kernel's tensors and "
+                        "indices are used only inside its own body", _here(None))
+    return _usable(traces[0])
 
 
 def _binary(op: str, left: Any, right: Any) -> "Expression":
@@ -449,9 +463,9 @@ class TensorRef(Expression):
         return tuple(d if isinstance(d, int) else _size_value(d, self._trace) for d in self.type.shape)
 
     def __getitem__(self, key: Any) -> Expression:
-        trace = self._trace
-        span = _here(trace)
         parts = key if isinstance(key, tuple) else (key,)
+        trace = _trace_of(self, *parts)
+        span = _here(trace)
         if key is Ellipsis or (isinstance(key, tuple) and len(key) == 0):
             raise SdslError(f"write {self.name} without brackets for the whole tensor; X[...] is only a "
                             f"statement's left side (to accumulate into the whole tensor: {self.name} += e)", span)
@@ -459,7 +473,7 @@ class TensorRef(Expression):
         return Expression(syntax.Access(syntax.Name(self.name, span=span), nodes, span=span), trace)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        trace = self._trace
+        trace = _trace_of(self, value, *(key if isinstance(key, tuple) else (key,)))
         span = _here(trace)
         if self.kind != "tensor":
             raise SdslError(f"'{self.name}' is {_KIND_TEXT[self.kind]} and cannot be assigned; declare the result "
@@ -1002,7 +1016,10 @@ def _prepare_value(value: Any) -> Any:
 
 def _run_trace(trace: _Trace, fn: Callable, args: list, keywords: dict) -> Any:
     # _active_trace() recognizes this function's frame and reads its local 'trace'.
-    return fn(*args, **keywords)
+    try:
+        return fn(*args, **keywords)
+    finally:
+        trace.finished = True
 
 
 class Kernel:
