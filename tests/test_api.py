@@ -451,13 +451,33 @@ def test_explain_says_what_became_of_loop_directives():
            "Y[i, f] = sum[k] A[i, k] * X[k, f]\nschedule Y:\n    {}\n")
     cases = {"parallel i": "parallel i: applied", "parallel f": "parallel f: not applied",
              "order i, k, f": "order i, k, f: partly", "order f, i, k": "order f, i, k: not applied",
-             "block i 64": "block i 64: not applied"}
+             "block i 64": "block i 64: applied", "block f 8": "block f 8: not applied"}
     A = sp.random_array((9, 7), density=0.3, format="csr", rng=np.random.default_rng(2))
     X = np.arange(21.0).reshape(7, 3)
     for directive, said in cases.items():
         prog = sd.loads(src.format(directive))
         assert f"schedule of Y: {said}" in prog.explain()
         np.testing.assert_allclose(prog.compile("numba", parallel=False)(A=A, X=X)["Y"], A @ X)
+
+
+@pytest.mark.parametrize("tile", [1, 3, 64])
+def test_block_on_the_outer_index_sets_the_rows_per_chunk(tile):
+    """``block i T`` cuts the rows into chunks of T (by work where rows walk compressed rows, in one-pass
+    SpGEMM too); results are those without the directive, on two threads and empty rows included."""
+    src = ("input A: csr<f64>[N, N]\ninput X: dense<f64>[N, F]\noutput Y: dense<f64>[N, F]\n"
+           "output C: csr<f64>[N, N]\noutput r: dense<f64>[N]\n"
+           "Y[i, f] = sum[k] A[i, k] * X[k, f]\nC[i, j] = sum[k] A[i, k] * A[k, j]\nr[i] = f64(i) * 2.0\n"
+           f"schedule Y:\n    block i {tile}\nschedule C:\n    block i {tile}\nschedule r:\n    block i {tile}\n")
+    kernel = sd.loads(src).compile("numba")
+    code = kernel.source
+    assert code.count(f"((n_N + {tile - 1}) // {tile})") >= 3 and "(n_N + 15) // 16" not in code
+    A = sp.random_array((50, 50), density=0.1, format="csr", rng=np.random.default_rng(5))
+    A = sp.csr_array(A.multiply(np.arange(50)[:, None] % 4 != 0))  # every fourth row empty
+    X = np.arange(100.0).reshape(50, 2)
+    out = kernel(A=A, X=X)
+    np.testing.assert_allclose(out["Y"], A @ X)
+    np.testing.assert_allclose(out["C"].toarray(), (A @ A).toarray())
+    np.testing.assert_array_equal(out["r"], np.arange(50.0) * 2)
 
 
 @pytest.mark.parametrize("target", ["ref", "numba"])

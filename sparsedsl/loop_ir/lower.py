@@ -426,12 +426,22 @@ class Lowerer:
         return L.Module(self.program.name, params, tuple(self.kernels), tuple(self.host),
                         tuple(results), span=self.program.span)
 
+    def row_tile(self, st, v: str) -> int | None:
+        """The tile of a ``block`` directive on ``st``'s outermost index ``v``: the rows a chunk that a thread
+        claims holds (by work where the rows walk compressed rows: a chunk per ``tile`` rows, of equal work)."""
+        if st is None or not st.idx or st.idx[0] != v:
+            return None
+        tiles = [int(dr.args[1]) for sch in self.program.schedules if sch.target == st.target
+                 for dr in sch.directives if dr.name == "block" and str(dr.args[0]) == st.idx[0]]
+        return tiles[-1] if tiles else None
+
     def loop_directives(self) -> None:
         """Say what became of the ``parallel``, ``order`` and ``block`` directives (spec § 8: a schedule never
         changes a result). This target chooses its loops itself: the outermost loop over a statement's first
-        free index is split into chunks of rows (16 rows each, see ``chunked``) that the threads claim, a
-        row-wise reduction walks its operand's row before the result's columns (Gustavson: i, k, j), and no
-        other loop is tiled. A directive asking for that is reported applied, any other not applied."""
+        free index is split into chunks of rows (16 rows each, or a ``block`` directive's tile: see
+        ``chunked``) that the threads claim, a row-wise reduction walks its operand's row before the result's
+        columns (Gustavson: i, k, j), and no other loop is tiled. A directive asking for that is reported
+        applied, any other not applied."""
         first = {}
         for st in _all_assigns(self.program.body):
             first.setdefault(st.target, st)
@@ -454,8 +464,14 @@ class Lowerer:
                 elif dr.name == "order":
                     choice, why = "not applied", ("this target puts the first free index (the rows) outermost "
                                                   "and orders the inner loops by the operands' storage")
+                elif dr.args and dr.args[0] == outer:
+                    choice, why = "applied", (f"the loop over {outer} is cut into chunks of {dr.args[1]} rows that "
+                                              "the threads claim (where rows walk compressed rows, chunks of "
+                                              "equal work, as many as tiles of that size)")
                 else:
-                    choice, why = "not applied", "this target tiles only the outer loop, in chunks of 16 rows"
+                    choice, why = "not applied", (f"this target tiles only the outer loop ({outer}), in chunks of "
+                                                  f"{CHUNK_BLOCK} rows unless a block directive names it"
+                                                  if outer else "this target tiles only a statement's outer loop")
                 self.notes.append((sch.target, "schedule", f"{text}: {choice}",
                                    why + "; the result is the same either way", dr.span or sch.span))
 
@@ -964,7 +980,7 @@ class Lowerer:
         host.append(L.Invoke(base + "_work", self.kernel_params(base + "_work"), span=st.span))
         host.append(L.Alloc(workptr, "i64", (L.Op("+", (n, I64_ONE), "i64"),), span=st.span))
         host.append(L.PrefixSum(workptr, work, span=st.span))
-        host.append(L.Let(nch, "i64", chunk_count(n), span=st.span))
+        host.append(L.Let(nch, "i64", chunk_count(n, self.row_tile(st, row)), span=st.span))
         host.append(L.Alloc(bounds, "i64", (L.Op("+", (L.Var(nch), I64_ONE), "i64"),), I64_ZERO, span=st.span))
         host.append(L.Alloc(ub, "i64", (L.Var(nch),), span=st.span))
         self.add_kernel(base + "_bound", body, self._parallel, st)
@@ -1552,10 +1568,11 @@ class Lowerer:
         chunk = self.names.fresh("w_chunk")
         t = self.names.fresh("w_t")
         lo, hi = self.names.fresh("w_lo"), self.names.fresh("w_hi")
-        width = L.Const(CHUNK_BLOCK, "i64")
-        block.append(L.Let(nblocks, "i64", L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"),
+        tile = self.row_tile(self.stmt, v)
+        width = L.Const(tile or CHUNK_BLOCK, "i64")
+        block.append(L.Let(nblocks, "i64", L.Op("//", (L.Op("+", (extent, L.Const(width.value - 1, "i64")), "i64"),
                                                         width), "i64")))
-        block.append(L.Let(nchunks, "i64", chunk_count(extent)))
+        block.append(L.Let(nchunks, "i64", chunk_count(extent, tile)))
         chunks, self._chunks = self._chunks, None
         saved = self._prologue
         self._prologue = []
@@ -2423,11 +2440,14 @@ def _row_reduce(e: T.Expr) -> T.Reduce | None:
     return e if isinstance(e, T.Reduce) else None
 
 
-def chunk_count(extent: L.Expr) -> L.Expr:
+def chunk_count(extent: L.Expr, tile: int | None = None) -> L.Expr:
     """How many chunks the outermost parallel loop over ``extent`` rows is cut into: CHUNKS_PER_THREAD per
-    thread, none of fewer than CHUNK_BLOCK rows, at least one."""
-    blocks = L.Op("//", (L.Op("+", (extent, L.Const(CHUNK_BLOCK - 1, "i64")), "i64"), L.Const(CHUNK_BLOCK, "i64")),
-                  "i64")
+    thread, none of fewer than CHUNK_BLOCK rows, at least one; or, for a ``block`` directive's ``tile``, one
+    chunk per ``tile`` rows."""
+    width = tile or CHUNK_BLOCK
+    blocks = L.Op("//", (L.Op("+", (extent, L.Const(width - 1, "i64")), "i64"), L.Const(width, "i64")), "i64")
+    if tile:
+        return L.Op("max2", (blocks, I64_ONE), "i64")
     per_thread = L.Op("*", (L.Const(CHUNKS_PER_THREAD, "i64"), L.Var("nthreads")), "i64")
     return L.Op("max2", (L.Op("min2", (blocks, per_thread), "i64"), I64_ONE), "i64")
 
