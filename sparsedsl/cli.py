@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run a program on inputs",
                        description="Run FILE; print each output's shape, format and stored entries.")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--target", default="ref", choices=api.TARGETS, help="default: ref")
+    # interface.md's synopsis: `run FILE [--target numba]`; the interpreter (`ref`) stores every tensor dense
+    p.add_argument("--target", default="numba", choices=api.TARGETS, help="default: numba")
     _add_io(p)
     p.set_defaults(func=cmd_run)
 
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="run a bundled program on bundled real data",
                        description="Count the triangles of the ego-Facebook graph (bundled) and compare with "
                                    "the published count.")
-    p.add_argument("--target", default="ref", choices=api.TARGETS, help="default: ref")
+    p.add_argument("--target", default="numba", choices=api.TARGETS, help="default: numba")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -367,6 +367,21 @@ def test_demo_counts_triangles(tmp_path):
     result = run_cli("demo", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "triangles: 1,612,010 (matches" in result.stdout
+    assert "target numba" in result.stdout  # the compiled target unless --target says otherwise
+
+
+def test_run_compiles_for_numba_unless_told(cli_main, monkeypatch):
+    """interface.md: `run FILE [--target numba]`; `--target ref` interprets."""
+    from sparsedsl import api
+
+    asked = []
+    compile_ = api.Program.compile
+    monkeypatch.setattr(api.Program, "compile", lambda self, target="ref", **kw: asked.append(target)
+                        or compile_(self, target, **kw))
+    args = ("run", str(EXAMPLES / "spmm.sdsl"), "--input", "A=random:1", "X=random:2", "--size", "N=6", "F=3")
+    assert cli_main(*args).returncode == 0
+    assert cli_main(*args, "--target", "ref").returncode == 0
+    assert asked == ["numba", "ref"]
 
 
 def test_python_dash_m_and_console_script_agree():
