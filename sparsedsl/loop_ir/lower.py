@@ -1314,7 +1314,10 @@ class Lowerer:
                 return lat_and([self.lattice(a, v, c) for a in args])
             case T.Reduce(body=b):
                 if e in c.workspaces:
-                    return Lat("leaf", WsLeaf(*c.workspaces[e]))
+                    # a workspace is a sparse vector over the one free index it is keyed by; a loop over
+                    # another index (Y[i, f] = sum[j] T[i, j] * X[j, f] with T fused: the loop over f inside
+                    # the walk of T's row) reads it at the cursor of its own loop
+                    return Lat("leaf", WsLeaf(*c.workspaces[e])) if v in T.free_indices(e) else ALL
                 if v in T.free_indices(e):
                     return self.lattice(b, v, c)
                 return ALL
@@ -1364,7 +1367,7 @@ class Lowerer:
                 continue
             if isinstance(x, T.Reduce) and x in c.workspaces:
                 leaf = WsLeaf(*c.workspaces[x])
-                if leaf not in out:
+                if leaf not in out and v in T.free_indices(x):  # (keyed by another index: see lattice)
                     out.append(leaf)
                 continue
             if isinstance(x, T.TopK) and x in c.topk:
