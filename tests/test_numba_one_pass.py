@@ -115,6 +115,30 @@ def test_the_product_is_assembled_in_one_pass(compiled):
     assert re.search(r"k\d+_C_count\(", src) is None and re.search(r"if \(w_off\[w_nch\] > 33554432\):", src)
     assert "_count(" in two.executable.source and "_scratch(" not in two.executable.source
     assert "numba: assembly of C: one pass" in _program(key).explain()
+    # the placement copies each chunk's run of entries as slices (numba did not vectorize the element loop)
+    assert re.search(r"idx_C\[w_at:w_at \+ _len\d+\] = w_tidx\[w_from:w_from \+ _len\d+\]", src)
+
+
+def test_copy_loops_become_slices_only_when_they_are_plain_copies():
+    from sparsedsl.backends.numba.codegen import _slice_copies
+    from sparsedsl.loop_ir import nodes as L
+
+    t, at, frm = L.Var("t"), L.Var("at"), L.Var("frm")
+
+    def plus(a, b):
+        return L.Op("+", (a, b), "i64")
+
+    def loop(*body, start=0):
+        return L.For("t", L.Const(start, "i64"), L.Var("n"), tuple(body))
+
+    copy = L.Store("dst", (plus(at, t),), L.Load("src", (plus(t, frm),)))
+    assert _slice_copies(loop(copy)) == [("dst", at, "src", frm)]
+    assert _slice_copies(loop(copy, start=1)) is None  # (slices from 0 only)
+    assert _slice_copies(loop(L.Store("src", (plus(at, t),), L.Load("src", (plus(t, frm),))))) is None  # overlap
+    assert _slice_copies(loop(copy, L.Store("dst2", (plus(at, t),), L.Load("dst", (t,))))) is None  # reads dst
+    assert _slice_copies(loop(L.Store("dst", (plus(t, t),), L.Load("src", (plus(t, frm),))))) is None  # strided
+    scaled = L.Store("dst", (plus(at, t),), L.Op("*", (L.Load("src", (plus(t, frm),)), L.Const(2.0, "f64")), "f64"))
+    assert _slice_copies(loop(scaled)) is None  # not a copy
 
 
 @pytest.mark.parametrize("m, k, n, density, seed", [
