@@ -274,6 +274,12 @@ def test_write_output_pattern_vector_blocks(tmp_path):
     p = write_output(tmp_path, "P", pat)
     assert "pattern" in p.read_text().splitlines()[0]
     np.testing.assert_array_equal(scipy.io.mmread(str(p)).toarray() != 0, [[False, True], [True, True]])
+    # a stored false (P[i, j] = C[i, j] > 0.1 keeps one) would read back as true from a pattern file
+    with_false = CSR(np.array([0, 1, 2]), np.array([1, 0]), np.array([True, False]), (2, 2))
+    p = write_output(tmp_path, "F", with_false)
+    assert "pattern" not in p.read_text().splitlines()[0]
+    back = scipy.io.mmread(str(p))
+    assert back.nnz == 2 and back.toarray().tolist() == [[0, 1], [0, 0]]
     v = bind(np.array([0.0, 2.0, 0.0, 5.0]), T("csr", "f64", "N"))
     back = scipy.io.mmread(str(write_output(tmp_path, "v", v)))
     assert back.shape == (4, 1)
