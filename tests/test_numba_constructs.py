@@ -192,6 +192,19 @@ def test_floor_division_at_the_integer_edges_like_numpy(compiled, t):
         np.testing.assert_array_equal(got["r"].to_presence()[0], np.mod(x, y))
 
 
+
+@pytest.mark.parametrize("target", ["ref", "numba"])
+def test_bool_max_and_min_over_no_entries_are_false_and_true(target):
+    """Spec § 5: a reduction to a scalar over no entries is its identity; for bool that is false for max (as
+    for any) and true for min (as for all). Both targets gave true for max (i64's minimum cast to bool)."""
+    prog = sd.loads("input v: dense<bool>[N]\noutput s\noutput t\ns = max[i] v[i]\nt = min[i] v[i]\n")
+    run = prog.compile(target)
+    for vals in ([], [False, True, False], [False, False], [True, True]):
+        v = np.array(vals, dtype=bool)
+        got = run(v=v)
+        assert (bool(got["s"]), bool(got["t"])) == (any(vals), all(vals)), vals
+
+
 # ---------------------------------------------------------------- repeat
 
 POWER = """

@@ -48,10 +48,11 @@ def reduce_raw(op: str, values: np.ndarray, present: np.ndarray, axes: tuple[int
         elif op == "prod":
             r = np.prod(np.where(present, x, np.ones((), npw)), axis=axes, dtype=npw)
         elif op == "max":
-            low = npw.type(lowest(work))
+            # (a bool max accumulates 0/1 in i64; over no entries it is false, not INT64_MIN cast to true)
+            low = npw.type(lowest("bool" if dtype == "bool" else work))
             r = np.max(np.where(present, x, low), axis=axes, initial=low)
         else:
-            high = npw.type(highest(work))
+            high = npw.type(highest("bool" if dtype == "bool" else work))
             r = np.min(np.where(present, x, high), axis=axes, initial=high)
         return convert(r, dtype), combined
     work = _float_work(dtype)

@@ -2156,10 +2156,10 @@ class Lowerer:
                 # a reduction to a scalar outside every loop: its outermost index is split over threads,
                 # each chunk of rows reducing into its own partial (reassociation, which spec § 5 allows)
                 block.pop()
-                partials = ((acc, w, _identity(op, w), op), (has, "bool", FALSE, "any"))
+                partials = ((acc, w, _identity(op, w, r.dtype), op), (has, "bool", FALSE, "any"))
                 self.reduce_nest(r, c, block, combine, partials=partials)
             else:
-                block.append(L.Let(acc, w, _identity(op, w)))
+                block.append(L.Let(acc, w, _identity(op, w, r.dtype)))
                 self.reduce_nest(r, c, block, combine)
             result = self.cast(L.Var(acc), r.dtype, w)
         elif op in ("mean", "var", "std"):
@@ -2296,7 +2296,11 @@ def _acc(dtype: str) -> str:
     return "f32" if dtype in ("f16", "bf16") else _compute(dtype)
 
 
-def _identity(op: str, dtype: str) -> L.Expr:
+def _identity(op: str, dtype: str, of: str | None = None) -> L.Expr:
+    """``op``'s identity in the accumulator dtype ``dtype``, for a reduction to ``of``: a ``bool`` max or min
+    accumulates 0/1 in i64, but over no entries it is false (max) or true (min), not INT64_MIN cast to true."""
+    if of == "bool" and op in ("max", "min"):
+        return L.Const(0 if op == "max" else 1, dtype)
     if op in ("sum", "count"):
         return L.Const(0.0 if is_float(dtype) else 0, dtype)
     if op == "prod":
