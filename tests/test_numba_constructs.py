@@ -205,6 +205,22 @@ def test_bool_max_and_min_over_no_entries_are_false_and_true(target):
         assert (bool(got["s"]), bool(got["t"])) == (any(vals), all(vals)), vals
 
 
+
+@pytest.mark.parametrize("target", ["ref", "numba"])
+def test_softmax_is_max_subtracted_also_at_infinities(target):
+    """Spec § 5.7: softmax is max-subtracted. A row whose maximum is +inf is NaN throughout (inf - inf), as
+    scipy's and torch's softmax give; it used to be NaN at the +inf entry and 0 elsewhere (shift 0)."""
+    import scipy.special
+
+    run = sd.loads("input x: dense<f64>[N]\noutput y: dense<f64>[N]\ny[i] = softmax[i] x[i]\n").compile(target)
+    for row in ([np.inf, 3.0], [np.inf, np.inf], [-np.inf, -np.inf], [-np.inf, 2.0], [np.nan, 1.0],
+                [1000.0, -1000.0], [1.0, 2.0, 3.0]):
+        x = np.array(row)
+        with np.errstate(all="ignore"):
+            want = scipy.special.softmax(x)
+        np.testing.assert_allclose(run(x=x)["y"], want, rtol=1e-12, equal_nan=True, err_msg=str(row))
+
+
 # ---------------------------------------------------------------- repeat
 
 POWER = """

@@ -115,8 +115,10 @@ def softmax(values: np.ndarray, present: np.ndarray, axis: int, dtype: str) -> n
     x = convert(values, work)
     zero = np.zeros((), npw)
     m = np.max(np.where(present, x, npw.type(-np.inf)), axis=axis, keepdims=True, initial=-np.inf)
-    shift = np.where(np.isfinite(m), m, zero)
-    e = np.where(present, np.exp(x - shift), zero)
+    # max-subtracted also for a +inf maximum: that row is NaN, as scipy's and torch's softmax give
+    shift = np.where(m == -np.inf, zero, m)
+    with np.errstate(invalid="ignore"):
+        e = np.where(present, np.exp(x - shift), zero)
     s = np.sum(e, axis=axis, keepdims=True, dtype=npw)
     return convert(np.where(present, e / s, zero), dtype)
 

@@ -1829,7 +1829,7 @@ class Lowerer:
     # ------------------------------------------------------------ softmax statistics
 
     def softmax_stats(self, sm: T.Softmax, v: str, c: Ctx, block: list[L.Stmt], reader: Lat = ALL):
-        """The row's shift (its maximum where finite) and sum of exponentials, before the row is visited.
+        """The row's shift (its maximum, 0 for a row of -inf) and sum of exponentials, before the row is visited.
 
         A body with a reduction in it (a sampled dot product: attention) is computed once per coordinate,
         in the first pass, into a row cache; the sum pass replaces each score by its exponential, which the
@@ -1870,8 +1870,10 @@ class Lowerer:
 
         self.forall(v, [sm.body], c, block, pass_max)
         shift = self.names.fresh("w_shift")
-        finite = L.Op("==", (L.Op("-", (L.Var(m), L.Var(m)), work), L.Const(0.0, work)), "bool")
-        block.append(L.Let(shift, work, L.Op("select", (finite, L.Var(m), L.Const(0.0, work)), work)))
+        # max-subtracted as spec § 5.7 writes it, also for a +inf maximum (the row is NaN, as scipy's and
+        # torch's softmax give); a row of -inf keeps shift 0 (exp gives 0, the row 0 / 0 = NaN either way)
+        some = L.Op("!=", (L.Var(m), L.Const(float("-inf"), work)), "bool")
+        block.append(L.Let(shift, work, L.Op("select", (some, L.Var(m), L.Const(0.0, work)), work)))
         block.append(L.Let(s, work, L.Const(0.0, work)))
 
         def pass_sum(cc: Ctx, b: list[L.Stmt]) -> None:
