@@ -409,3 +409,132 @@ def test_dense_temp_of_empty_reduction_is_absent(cache_dir):
     fast = program.compile(target="numba", parallel=False, cache_dir=cache_dir)
     np.testing.assert_array_equal(program.compile(target="ref")(A=A)["Y"], [1.0, 1.0])
     np.testing.assert_array_equal(fast(A=A)["Y"], [1.0, 1.0])
+
+
+# ---------------------------------------------------------------- fused schedules
+
+# The generator above draws no schedules, so the fusion pass only meets what it fuses on its own. These draw a
+# producer T and a reader Y of it (sometimes a middle stage U between them), then ask for the fusion with
+# `fuse T, Y` (or `fuse T, U, Y`) or leave it to the pass. Square operands A, B (N x N); X (N x F) and Q
+# (N x F) give a second free index F that differs from N, as the fused reader of a workspace must respect.
+FUSE_PRODUCERS = {  # text -> rank of T
+    "T[i, j] = sum[k] A[i, k] * B[k, j]": 2,
+    "T[i, j] = min[k] (A[i, k] + B[k, j])": 2,
+    "T[i, j] = max[k] A[i, k] * B[j, k]": 2,
+    "T[i, j] = any[k] (A[i, k] > B[k, j])": 2,
+    "T[i, j] = A[i, j] * B[i, j]": 2,
+    "T[i, j] = A[i, j] + B[j, i]": 2,
+    "T[i, j] = max(A[i, j], 0.5)": 2,
+    "T[i, j] = sum[f] Q[i, f] * X[j, f] where A[i, j]": 2,
+    "T[i, j] = 0.5 * sum[f] Q[i, f] * X[j, f] where B[i, j]": 2,
+    "T[i, j] = softmax[j] A[i, j]": 2,
+    "T[i, j] = A[i, j] where A[i, j] > 0": 2,
+    "T[i, j] = A[i, j] where not B[i, j]": 2,
+    "T[i, j] = A[i, j] - 1 where j <= i": 2,
+    "T[i, j] = fill(A[i, j], 2)": 2,
+    "T[i] = sum[j] A[i, j]": 1,
+    "T[i] = max[j] A[i, j] * B[j, i]": 1,
+    "T[i] = count[j] A[i, j]": 1,
+}
+FUSE_MIDDLES = (  # U from T (rank 2 only)
+    "U[i, j] = T[i, j] * 2.0", "U[i, j] = softmax[j] T[i, j]", "U[i, j] = exp(T[i, j] * 0.25)",
+    "U[i, j] = T[i, j] where T[i, j] != 0", "U[i, j] = abs(T[i, j]) + B[i, j]",
+)
+FUSE_READERS = {
+    2: ("Y[i, f] = sum[j] S[i, j] * X[j, f]", "Y[i, f] = sum[j] S[j, i] * X[j, f]",
+        "Y[i, j] = sum[k] S[i, k] * B[k, j]", "Y[i, j] = sum[k] A[i, k] * S[k, j]",
+        "Y[i] = sum[j] S[i, j]", "Y[i] = max[j] S[i, j]", "Y[i] = count[j] S[i, j]", "Y[i] = argmax[j] S[i, j]",
+        "Y[i, j] = S[i, j] * 2", "Y[i, j] = relu(S[i, j])", "Y[i, j] = S[i, j] + A[i, j]",
+        "Y[i, j] = S[i, j] * B[i, j]", "Y[i, j] = softmax[j] S[i, j]", "Y[i, j] = S[j, i] - 1",
+        "Y[i, j] = S[i, j] where B[i, j]", "Y[i, j] = S[i, j] where not A[i, j]", "Y = sum[i, j] S[i, j]",
+        "Y[i, f] = max[j] (S[i, j] + X[j, f])"),
+    1: ("Y[i, f] = S[i] * X[i, f]", "Y = sum[i] S[i]", "Y[i] = S[i] + 1", "Y[i] = max[j] A[i, j] * S[j]",
+        "Y[i] = S[i] where B[i, i]"),
+}
+FUSE_INPUTS = {"A": "N, N", "B": "N, N", "X": "N, F", "Q": "N, F"}
+
+
+@st.composite
+def fused_programs(draw) -> tuple[Case, bool]:
+    """A producer / (middle) / reader chain; returns the case and whether its schedule forces the fusion."""
+    producer = draw(st.sampled_from(sorted(FUSE_PRODUCERS)))
+    rank = FUSE_PRODUCERS[producer]
+    stmts, chain = [producer], ["T"]
+    if rank == 2 and draw(st.integers(0, 2)) == 0:
+        stmts.append(draw(st.sampled_from(FUSE_MIDDLES)))
+        chain.append("U")
+    reader = draw(st.sampled_from(FUSE_READERS[rank]))
+    stmts.append(reader.replace("S[", f"{chain[-1]}["))
+    chain.append("Y")
+    forced = draw(st.integers(0, 3)) > 0
+    body = "\n".join(stmts) + "\n"
+    decls = []
+    for name, dims in FUSE_INPUTS.items():
+        if re.search(rf"\b{name}\[", body):
+            fmt = draw(st.sampled_from(["dense"] if name == "Q" else
+                                       ["csr", "csr", "csc", "coo", "dense", "bsr(1, 1)"]))
+            dtype = draw(st.sampled_from(FLOATS if name in "XQ" else ("f64", "f32", "i64", "i32", "bool")))
+            decls.append(f"input {name}: {fmt}<{dtype}>[{dims}]")
+    probe = "\n".join(decls + ["output Y"]) + "\n" + body
+    y = next(d for d in sd.loads(probe).ir().program.outputs if d.name == "Y").type
+    style = draw(st.sampled_from(["dense", "csr", "untyped"])) if y.shape else "untyped"
+    decls.append(f"output Y: {style}<{y.dtype}>[{', '.join(y.shape)}]" if style != "untyped" else "output Y")
+    schedule = f"schedule Y:\n    fuse {', '.join(chain)}\n" if forced else ""
+    source = "\n".join(decls) + "\n" + body + schedule
+    sizes = ("N", "F")
+    ordinary = InputSet(tuple((s, draw(st.integers(1, 7))) for s in sizes), draw(st.integers(0, 2**31)), "random")
+    degenerate = InputSet(tuple((s, draw(st.integers(0, 4))) for s in sizes), draw(st.integers(0, 2**31)),
+                          draw(st.sampled_from(["random", "single", "empty"])))
+    return Case(source, (ordinary, degenerate)), forced
+
+
+def _fused(program: sd.Program) -> bool:
+    return any("computed inside" in line for line in program.explain().splitlines())
+
+
+def test_generated_fused_programs_are_valid():
+    """Every drawn chain type-checks; a forced fusion is legal or refused at its directive (no JIT here)."""
+    outcomes = {"fused": 0, "refused": 0}
+
+    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(fused_programs())
+    def check(drawn):
+        case, forced = drawn
+        program = sd.loads(case.source, name="generated")
+        try:
+            fused = _fused(program)
+        except sd.SdslError as err:
+            assert forced and "cannot fuse" in err.render() and "^" in err.render(), err.render()
+            outcomes["refused"] += 1
+            return
+        outcomes["fused"] += fused
+        for inputs in case.input_sets:
+            make_inputs(program, inputs)
+
+    check()
+    # the generator is useful only if most chains really fuse
+    assert outcomes["fused"] > 4 * outcomes["refused"], outcomes
+
+
+def test_fused_schedules_match_reference(cache_dir):
+    """Fused chains (forced by `fuse` or chosen by the fusion pass) against the reference, which runs them
+    unfused."""
+    runs: list[bool] = []
+
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+              phases=(Phase.explicit, Phase.generate),
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(fused_programs())
+    def check(drawn):
+        case, _ = drawn
+        note(case.source)
+        program = sd.loads(case.source, name="generated")
+        try:
+            fused = _fused(program)
+        except sd.SdslError:
+            return  # an illegal `fuse`, refused at its directive (the test above checks how)
+        differential(case.source, case.input_sets, cache_dir)
+        runs.append(fused)
+
+    check()
+    assert sum(runs) >= len(runs) // 2 > 0, f"{sum(runs)} of {len(runs)} chains fused"
