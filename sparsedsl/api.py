@@ -254,7 +254,9 @@ class Program:
         ``like``: example inputs by name (any subset, as a call takes them). Their shapes and stored-entry
         counts guide format selection (an intermediate estimated to be nearly full is stored as a bitmap);
         the kernel still runs on any inputs, only its speed depends on how alike they are."""
-        with _deep(self.name):
+        # an error that belongs to no statement (a target this build lacks, an unknown option) is reported at
+        # the program's first declaration, so that it too reads FILE:LINE:COL (spec § 10)
+        with _deep(self.name), located(self._ir.span if self._ir is not None else None):
             return self._compile(target, like, options)
 
     def _compile(self, target: str, like, options: dict) -> "Kernel":
@@ -517,16 +519,18 @@ def load(path: str | Path) -> Program:
     """Read, parse and check a ``.sdsl`` file. Imports resolve from its folder, ``SDSL_PATH``, the stdlib."""
     shown = str(path)
     real = _resolve(Path(path))
+    # a file that cannot be read is reported at its own start (spec § 10's FILE:LINE:COL), with no text to show
+    at = Span(Source(shown, ""), 1, 1)
     try:
         text = real.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SdslError(f"cannot read '{shown}': no such file") from None
+        raise SdslError(f"cannot read '{shown}': no such file", at) from None
     except IsADirectoryError:
-        raise SdslError(f"cannot read '{shown}': it is a directory") from None
+        raise SdslError(f"cannot read '{shown}': it is a directory", at) from None
     except UnicodeDecodeError as exc:
         raise SdslError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", _byte_span(shown, exc)) from None
     except OSError as exc:
-        raise SdslError(f"cannot read '{shown}': {exc.strerror or exc}") from None
+        raise SdslError(f"cannot read '{shown}': {exc.strerror or exc}", at) from None
     with _deep(shown):
         module = _parse(text, shown)
         return _build(module, _loader_for(real.resolve().parent), shown)

@@ -91,7 +91,7 @@ def _read_file(path_text: str, decl: nodes.Decl, sizes, size_overrides):
         raise SdslInputError(f"input {name}: cannot read {path_text!r}: {why}{hint}", decl.span)
     try:
         if lower.endswith((".mtx", ".mtx.gz", ".mtx.bz2")):
-            return scipy.io.mmread(str(path))
+            return _read_matrix_market(path, decl)
         if lower.endswith(".npy"):
             return np.load(path, allow_pickle=False)
         if lower.endswith(".npz"):
@@ -106,6 +106,25 @@ def _read_file(path_text: str, decl: nodes.Decl, sizes, size_overrides):
     raise SdslInputError(
         f"input {name}: cannot read {path_text!r}: unknown file type (expected .mtx, .mtx.gz, .npy, .npz, .el or .txt)",
         decl.span)
+
+
+def _read_matrix_market(path: Path, decl: nodes.Decl):
+    """A Matrix Market file as scipy reads it, with two adjustments a user of ``run`` expects: a ``pattern``
+    file's entries are ``true`` (scipy gives float ones, which an integer input would refuse as floats; bool
+    converts to any dtype), and an n x 1 or 1 x n matrix given for a rank-1 input is that vector (``run``
+    writes a rank-1 sparse output as an n x 1 column)."""
+    value = scipy.io.mmread(str(path))
+    if scipy.io.mminfo(str(path))[4] == "pattern" and sp.issparse(value):
+        value = sp.coo_array(value)
+        value = sp.coo_array((np.ones(value.nnz, dtype=bool), value.coords), shape=value.shape)
+    if decl.type.rank == 1 and len(value.shape) == 2 and 1 in value.shape:
+        axis = 0 if value.shape[1] == 1 else 1
+        if sp.issparse(value):
+            value = sp.coo_array(value)
+            value = sp.coo_array((value.data, (value.coords[axis],)), shape=(value.shape[axis],))
+        else:
+            value = np.asarray(value).reshape(-1)
+    return value
 
 
 def _read_npz(path: Path, decl: nodes.Decl):

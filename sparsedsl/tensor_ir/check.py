@@ -168,6 +168,7 @@ class Checker:
         self.call_stack: list[str] = []
         self.module_cache: dict[str, ModuleEnv] = {}
         self.defining: dict[str, list[N.Assign]] = {}  # IR name → statements that define it (for schedules)
+        self.loop_locals: dict[str, Symbol] = {}  # program names local to a repeat body (for schedules)
         self.loop_depth = 0
         self.full_temps: dict[str, bool] = {}
         self.def_stack: list[str] = []  # names of the defs being inlined (their locals are renamed def_local)
@@ -554,6 +555,10 @@ class Checker:
                 ir_name = self.names.fresh(f"{self.def_stack[-1]}_{item.target}")  # a def's local
             sym = Symbol(item.target, "temp", item.span, ir_name=ir_name)
             scope.define(sym)
+            if self.loop_depth and not self.def_stack:
+                # local to a repeat body, yet a top-level schedule may name it (spec § 8: the statements
+                # that define NAME)
+                self.loop_locals.setdefault(item.target, sym)
         full_value = is_full(ir, self.static_full, assume_nonempty=True)
         if sym.type is None:
             fmt = AUTO
@@ -1206,7 +1211,7 @@ class Checker:
     # ------------------------------------------------------------ schedules
 
     def check_schedule(self, item: S.Schedule, scope: Scope):
-        sym = scope.lookup(item.target)
+        sym = scope.lookup(item.target) or self.loop_locals.get(item.target)
         if sym is None or sym.kind not in ("temp", "output"):
             raise _err(SdslScheduleError, f"schedule names '{item.target}', which is not a tensor this program "
                        "computes", item.span, _suggest(item.target, list(self.defining)))
@@ -1258,7 +1263,7 @@ class Checker:
             elif d.name == "fuse":
                 named = []
                 for a in args:
-                    s2 = scope.lookup(str(a))
+                    s2 = scope.lookup(str(a)) or self.loop_locals.get(str(a))
                     if s2 is None or s2.kind not in ("temp", "output"):
                         raise _err(SdslScheduleError, f"fuse names '{a}', which is not a tensor this program "
                                    "computes", d.span)
