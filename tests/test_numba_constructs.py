@@ -613,3 +613,39 @@ def test_repeat_is_a_host_loop_around_kernels():
     assert "repeat at most s_repeat_count:" in host
     # the carried matrix is computed into fresh arrays, then renamed back to its own
     assert "ptr_P = ptr_P_v" in host and "val_h = val_h_v" in host
+
+
+LOGSUMEXP_SEVERAL = """\
+input  A: csr<f64>[M, N]
+input  B: coo<f32>[M, N, K]
+output s: f64
+output t: f64
+output r: dense<f32>[M]
+s = logsumexp[i, j] A[i, j]
+t = logsumexp[j, i] (A[i, j] where A[i, j] > 0.5)
+r[i] = fill(logsumexp[j, k] B[i, j, k], -1.0)
+"""
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_logsumexp_over_several_indices(empty):
+    """logsumexp reduces several indices as sum does (it took exactly one): against scipy, with empty rows
+    and, on the second input set, nothing stored at all."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(17)
+    dense = np.where(rng.random((6, 5)) < (0 if empty else 0.4), rng.uniform(-2, 3, (6, 5)), 0.0)
+    dense[1] = 0.0
+    A = sp.csr_array(dense)
+    cube = np.where(rng.random((6, 5, 3)) < (0 if empty else 0.3), rng.uniform(-2, 3, (6, 5, 3)), 0.0)
+    coords = np.nonzero(cube)
+    B = sp.coo_array((cube[coords].astype(np.float32), coords), shape=cube.shape)
+    want_r = np.array([logsumexp(cube[i][cube[i] != 0]) if (cube[i] != 0).any() else -1.0 for i in range(6)])
+    program = sd.loads(LOGSUMEXP_SEVERAL, name="lse")
+    for target in ("ref", "numba"):
+        out = program.compile(target, parallel=False) if target == "numba" else program.compile(target)
+        got = out(A=A, B=B)
+        np.testing.assert_allclose(got["s"], logsumexp(A.data) if A.nnz else -np.inf, rtol=1e-12)
+        kept = A.data[A.data > 0.5]
+        np.testing.assert_allclose(got["t"], logsumexp(kept) if kept.size else -np.inf, rtol=1e-12)
+        np.testing.assert_allclose(got["r"], want_r, rtol=1e-5)

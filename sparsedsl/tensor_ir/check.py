@@ -1130,7 +1130,7 @@ class Checker:
             if ix.id in ctx.bound:
                 raise _err(SdslTypeError, f"index '{ix.id}' is already reduced by an enclosing operator", ix.span)
             vars_.append(ix.id)
-        single = op in ("softmax", "logsumexp", "topk", "bottomk", "argmax", "argmin")
+        single = op in ("softmax", "topk", "bottomk", "argmax", "argmin")
         if single and len(vars_) != 1:
             raise _err(SdslTypeError, f"'{op}' takes exactly one index", sp)
         if op not in ("topk", "bottomk") and (e.args or e.kwargs):
@@ -1185,6 +1185,12 @@ class Checker:
         inner = body.ir
         if op in ("sum", "prod", "mean", "var", "std", "logsumexp") and rt != dt:
             inner = self.retype(body, rt)
+        if op == "logsumexp" and len(vars_) > 1:
+            # over several indices, as sum[i, j] is: log Σ_ij exp = log Σ_i exp(log Σ_j exp), each level
+            # max-subtracted; an i with no entries is absent from the outer level, as it adds nothing to the sum
+            for v in reversed(vars_):
+                inner = N.Reduce(op, (v,), inner, rt, span=sp)
+            return Typed(inner)
         return Typed(N.Reduce(op, tuple(vars_), inner, rt, span=sp))
 
     # ------------------------------------------------------------ masks
