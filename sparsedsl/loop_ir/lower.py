@@ -28,7 +28,7 @@ Anything outside this is refused with ``SdslTargetError`` naming the statement a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
@@ -458,9 +458,12 @@ class Lowerer:
                     choice, why = "not applied", ("this target splits only the outermost loop (over the first free "
                                                   "index, the rows) over threads" if outer else
                                                   "a reduction to a scalar is split over the rows it reduces")
+                elif dr.name == "order" and tuple(map(str, dr.args)) == (ran := self.loop_order(st)):
+                    choice, why = "applied", f"the loops run in this order ({outer} outermost)"
                 elif dr.name == "order" and tuple(map(str, dr.args[:1])) == (outer,):
                     choice, why = "partly", (f"{outer} is the outer loop as asked; the inner loops follow the "
-                                             "operands' storage (a row-wise product walks k, then j)")
+                                             "operands' storage" + (f" (the loops run {', '.join(ran)})" if ran
+                                                                    else " (a row-wise product walks k, then j)"))
                 elif dr.name == "order":
                     choice, why = "not applied", ("this target puts the first free index (the rows) outermost "
                                                   "and orders the inner loops by the operands' storage")
@@ -474,6 +477,21 @@ class Lowerer:
                                                   if outer else "this target tiles only a statement's outer loop")
                 self.notes.append((sch.target, "schedule", f"{text}: {choice}",
                                    why + "; the result is the same either way", dr.span or sch.span))
+
+    def loop_order(self, st: T.Assign) -> tuple[str, ...]:
+        """The order in which the kernels computing ``st`` nest the loops over its indices: the longest nest of
+        its last kernel that has one (the numeric phase; a symbolic phase nests the same way), () when none
+        does (a statement computed inside its reader)."""
+        names = {index_name(v): v for v, _ in st.ranges} | {index_name(v): v for v in st.idx}
+        best: tuple[str, ...] = ()
+        for kernel in self.kernels:
+            if kernel.span != st.span:
+                continue
+            nests = list(_loop_nests(kernel.body, names))
+            longest = max(nests, key=len, default=())
+            if len(longest) >= len(best):
+                best = longest
+        return best
 
     def _sizes(self) -> list[str]:
         """Every size name the program mentions (declared sizes, shapes, ranges and size values)."""
@@ -2550,6 +2568,21 @@ def _all_assigns(stmts):
             yield s
         elif isinstance(s, T.Repeat):
             yield from _all_assigns(s.body)
+
+
+def _loop_nests(stmts, names: dict[str, str], path: tuple[str, ...] = ()):
+    """Every nest of loops over the index variables ``names`` (mangled name -> index) in ``stmts``, outermost
+    first, as tuples of index names (a loop over an index already in the nest adds nothing)."""
+    for s in stmts:
+        here = path
+        if isinstance(s, (L.For, L.Forall)) and s.var in names and names[s.var] not in path:
+            here = path + (names[s.var],)
+        bodies = [v for f in fields(s) if isinstance(v := getattr(s, f.name), tuple) and v
+                  and all(isinstance(x, L.Stmt) for x in v)]
+        if not bodies:
+            yield here
+        for body in bodies:
+            yield from _loop_nests(body, names, here)
 
 
 def lower_program(program: T.Program, options: dict | None = None) -> L.Module:
