@@ -20,10 +20,19 @@ settings.register_profile("sparsedsl", deadline=None, max_examples=40)
 settings.load_profile("sparsedsl")
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("sdsl-shared-cache")
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    """Compiled artifacts go to a throw-away folder, never to the user's ~/.cache."""
-    monkeypatch.setenv("SDSL_CACHE_DIR", str(tmp_path_factory.mktemp("sdsl-cache")))
+def _test_cache(request, _session_cache, tmp_path_factory, monkeypatch):
+    """Compiled artifacts go to a throw-away folder, never to the user's ~/.cache. The tests of one session
+    (one xdist worker) share it, so that a program one test compiled is loaded, not JIT-compiled again, by the
+    next; a test that counts, inspects or damages the folder's entries gets its own (``private_cache``)."""
+    private = request.node.get_closest_marker("private_cache") is not None
+    folder = tmp_path_factory.mktemp("sdsl-cache") if private else _session_cache
+    monkeypatch.setenv("SDSL_CACHE_DIR", str(folder))
 
 
 @pytest.fixture

@@ -94,6 +94,9 @@ def test_npy_and_npz(tmp_path):
                                              {}, {}), x + 1)
     with pytest.raises(SdslInputError, match="holds arrays A, B; name one of them C or save a single array"):
         read_value(str(tmp_path / "many.npz"), decl(T("dense", "f32", "M", "N"), "C"), {}, {})
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(SdslInputError, match="'[^']*none.npz' holds no arrays\n"):
+        read_value(str(tmp_path / "none.npz"), decl(T("dense", "f32", "M", "N")), {}, {})
 
 
 def test_edge_list(tmp_path):

@@ -32,6 +32,9 @@ import sparsedsl as sd
 from sparsedsl.backends.numba import codegen
 from sparsedsl.frontend.parser import parse
 
+# every test here counts, inspects or damages cache entries, or needs a miss: a folder of its own each
+pytestmark = pytest.mark.private_cache
+
 SPMM = """input  A: csr<f64>[N, N]
 input  X: dense<f64>[N, F]
 output Y: dense<f64>[N, F]

@@ -136,6 +136,8 @@ def _read_npz(path: Path, decl: nodes.Decl):
             return z[keys[0]]
         if decl.name in keys:
             return z[decl.name]
+    if not keys:
+        raise SdslInputError(f"input {decl.name}: {str(path)!r} holds no arrays", decl.span)
     raise SdslInputError(f"input {decl.name}: {str(path)!r} holds arrays {', '.join(keys)}; "
                          f"name one of them {decl.name} or save a single array", decl.span)
 
