@@ -298,6 +298,13 @@ def assert_same(want, got, dtype: str, what: str) -> None:
         np.testing.assert_array_equal(gv, wv, err_msg=f"values of {what}")
 
 
+# Every example JITs a program: derandomized, MAX_EXAMPLES of them, and no shrinking (every step would JIT a new
+# program, minutes; the drawn programs are small already).
+JIT_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+                        phases=(Phase.explicit, Phase.generate),
+                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> str:
     """One compilation cache for the module, so a program drawn twice is not compiled again."""
@@ -349,10 +356,7 @@ def test_numba_matches_reference(cache_dir):
     refusals: list[str] = []
     runs: list[str] = []
 
-    # No shrinking: every step would JIT a new program (minutes); the drawn programs are small already.
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-              phases=(Phase.explicit, Phase.generate),
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @JIT_SETTINGS
     @given(programs())
     def check(case):
         note(case.source)
@@ -521,9 +525,7 @@ def test_fused_schedules_match_reference(cache_dir):
     unfused."""
     runs: list[bool] = []
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-              phases=(Phase.explicit, Phase.generate),
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @JIT_SETTINGS
     @given(fused_programs())
     def check(drawn):
         case, _ = drawn
