@@ -292,8 +292,9 @@ def _add_io(p: argparse.ArgumentParser, output: bool = True) -> None:
                    help="a size that no input fixes (for random: inputs)")
     if output:
         p.add_argument("--output", metavar="DIR", help="write each output to DIR/NAME.mtx (sparse) or .npy (dense)")
-        p.add_argument("--time", action="store_true", help="print compile time and run time (a compiled target runs twice: its first call "
-                                "makes or loads the machine code, which counts as compile time)")
+        p.add_argument("--time", action="store_true",
+                       help="print compile time and run time (a compiled target runs twice: its first call makes "
+                            "or loads the machine code, which counts as compile time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
