@@ -275,12 +275,15 @@ class Executable:
         return format_module(self.module)
 
     def write(self, folder) -> list[Path]:
-        """The stand-alone module (imports only numpy and numba) as ``<folder>/kernel_numba.py``; its
-        ``run(...)`` takes the raw arrays listed by ``module.params`` and returns the raw results."""
+        """The stand-alone module (imports only numpy and numba) as ``<folder>/kernel_numba.py``: the
+        generated source, whose ``run(...)`` takes the raw arrays listed by ``module.params`` and returns the
+        raw results, and ``compute(**inputs)``, which takes and gives them by name (``standalone.py``)."""
+        from .standalone import render_entry
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "kernel_numba.py"
-        path.write_text(self.source, encoding="utf-8")
+        path.write_text(self.source + render_entry(self.program, self._params, self._results), encoding="utf-8")
         return [path]
 
     # ------------------------------------------------------------ run

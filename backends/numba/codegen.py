@@ -1,7 +1,7 @@
 """Loop IR → Python source for Numba.
 
-The text is a stand-alone module importing only numpy and numba (and llvmlite, numba's own code generator,
-for the prefetch intrinsic): helper functions, one ``@numba.njit``
+The text is a stand-alone module importing only numpy and numba (the intrinsics reach llvmlite's IR classes
+through numba): helper functions, one ``@numba.njit``
 function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off
 except LLVM's ``reassoc`` flag on kernels, see ``render_module``; the numpy error model, so division by
 zero gives inf/nan/0 as numpy does instead of raising), and a plain Python ``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
@@ -70,7 +70,6 @@ import threading
 
 import numba
 import numpy as np
-from llvmlite import ir as _llvm_ir
 from numba import prange
 from numba.core import cgutils as _cgutils
 from numba.core import types as _nbtypes
@@ -196,7 +195,7 @@ def _gelu(x):
 def _f32_bits(typingctx, i):
     """The float32 whose bits are the int32 i."""
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _llvm_ir.FloatType())
+        return builder.bitcast(args[0], context.get_value_type(_nbtypes.float32))
     return _nbtypes.float32(_nbtypes.int32), codegen
 
 
@@ -256,10 +255,10 @@ def _prefetch_line(context, builder, aryty, ary, inds):
     ptr = _cgutils.get_item_pointer2(context, builder, data=ary.data, shape=_cgutils.unpack_tuple(builder, ary.shape),
                                      strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
                                      inds=inds, wraparound=False, boundscheck=False)
-    i8p = _llvm_ir.IntType(8).as_pointer()
-    i32 = _llvm_ir.IntType(32)
-    fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
-                                          _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32]))
+    i8p, i32 = _cgutils.voidptr_t, _cgutils.int32_t
+    # llvmlite's IR classes as numba's cgutils holds them: the module imports numpy and numba only
+    fnty = _cgutils.ir.FunctionType(_cgutils.ir.VoidType(), [i8p, i32, i32, i32])
+    fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
     builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
     return context.get_dummy_value()
 
@@ -305,7 +304,7 @@ def _claim(typingctx, counter):
     iteration of a parallel loop."""
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.atomic_rmw("add", ary.data, _llvm_ir.Constant(_llvm_ir.IntType(64), 1), "monotonic")
+        return builder.atomic_rmw("add", ary.data, context.get_constant(_nbtypes.int64, 1), "monotonic")
     return _nbtypes.int64(counter), codegen
 
 

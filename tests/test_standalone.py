@@ -1,0 +1,236 @@
+"""The module `sparsedsl compile --target numba -o DIR` writes, used where sparsedsl is not installed.
+
+interface.md: "a Python module that imports only numpy/numba ... and runs without sparsedsl installed". Each
+program is compiled here; its module runs in a child process in which importing sparsedsl fails; the child
+calls ``compute(**inputs)`` (inputs by name, backends/numba/standalone.py) and pickles what it got, which is
+compared with the reference interpreter's answer on the same inputs.
+"""
+from __future__ import annotations
+
+import ast
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+from sparsedsl.tensor_ir.types import NUMPY_DTYPE
+
+from backends.numba import KERNEL_DTYPE
+from backends.numba.standalone import KERNEL_NAMES, OUTPUT_NAMES
+
+ATTENTION = """
+input  G: csr<bool>[N, N]
+input  Q: dense<f32>[N, D]
+input  K: dense<f32>[N, D]
+input  V: dense<f32>[N, D]
+input  scale: f32 = 0.125
+output O: dense<f32>[N, D]
+S[i, j] = scale * sum[d] Q[i, d] * K[j, d] where G[i, j]
+P[i, j] = softmax[j] S[i, j]
+O[i, d] = sum[j] P[i, j] * V[j, d]
+"""
+
+# rank-1 sparse in and out, a bsr f16 input converted to rows, a csc integer input, a coo output, a scalar
+FORMATS = """
+input  A: csr<f64>[N, N]
+input  x: csr<f64>[N]
+input  B: bsr(2,2)<f16>[N, N]
+input  C: csc<i32>[N, N]
+output y: csr<f64>[N]
+output z: dense<f64>[N]
+output M: coo<f64>[N, N]
+output t: i64
+y[i] = sum[j] A[i, j] * x[j]
+z[i] = sum[j] f64(B[i, j]) * f64(C[j, i])
+M[i, j] = A[i, j] + f64(B[i, j])
+t = sum[i, j] C[i, j]
+"""
+
+# bsr and csc walked in their own layouts (block rows, columns), a bf16 dense input, a sparse SpGEMM output
+LAYOUTS = """
+input  B: bsr(2,2)<f32>[N, N]
+input  C: csc<f64>[N, K]
+input  X: dense<bf16>[N, F]
+output Y: dense<f32>[N, F]
+output w: dense<f64>[K]
+output P: csr<f64>[N, N]
+Y[i, f] = sum[j] B[i, j] * f32(X[j, f])
+w[k] = sum[i] C[i, k]
+P[i, j] = sum[k] f64(B[i, k]) * f64(B[k, j])
+"""
+
+
+def _unsorted_with_duplicates(n: int, m: int, nnz: int, seed: int, dtype) -> sp.csr_array:
+    """A csr whose rows are unsorted and hold duplicate columns, as scipy leaves a coo's conversion unsummed."""
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, n, nnz), rng.integers(0, m, nnz)
+    data = rng.integers(1, 4, nnz).astype(dtype) if np.dtype(dtype).kind in "iub" else rng.standard_normal(nnz).astype(dtype)
+    rows, cols = np.concatenate([rows, rows[:5]]), np.concatenate([cols, cols[:5]])
+    data = np.concatenate([data, data[:5]])
+    order = rng.permutation(rows.size)
+    ptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
+    by_row = np.argsort(rows[order], kind="stable")
+    return sp.csr_array((data[order][by_row], cols[order][by_row].astype(np.int32), ptr), shape=(n, m))
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    n = 30
+    G = _unsorted_with_duplicates(n, n, 120, 1, np.bool_)
+    att = dict(G=G, Q=rng.standard_normal((n, 16)).astype(np.float32),
+               K=rng.standard_normal((n, 16)).astype(np.float32),
+               V=rng.standard_normal((n, 16)).astype(np.float64))  # f64 V is cast (same_kind) to f32
+    fmt = dict(A=_unsorted_with_duplicates(n, n, 90, 2, np.float64),
+               x=sp.coo_array(np.where(rng.random(n) < 0.4, rng.standard_normal(n), 0.0)),
+               B=sp.random_array((n, n), density=0.1, format="bsr", random_state=3).astype(np.float32),
+               C=_unsorted_with_duplicates(n, n, 80, 4, np.int32).tocsc())
+    B = sp.random_array((n, n), density=0.1, format="csr", random_state=5).astype(np.float32).tobsr((2, 2))
+    lay = dict(B=B, C=sp.random_array((n, 12), density=0.2, format="csc", random_state=6),
+               X=rng.standard_normal((n, 5)))  # float64 for a bf16 input: rounded to bf16's grid
+    return {"attention": (ATTENTION, att), "formats": (FORMATS, fmt), "layouts": (LAYOUTS, lay)}
+
+
+CHILD = """
+import pickle, sys, importlib.util
+sys.modules["sparsedsl"] = None          # not installed, as far as the module can tell
+if {block_scipy}:
+    sys.modules["scipy"] = None
+jobs = pickle.load(open(sys.argv[1], "rb"))
+
+def arrays(inputs):
+    # every array an input holds (scipy caches flags such as _has_canonical_format when read: not a change)
+    import numpy as np
+    out = []
+    for v in inputs.values():
+        for a in (vars(v).values() if hasattr(v, "__dict__") else [v]):
+            if isinstance(a, np.ndarray):
+                out.append(a.copy())
+    return out
+
+def same(a, b):
+    import numpy as np
+    return len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
+
+results = {{}}
+for name, (path, inputs, bad) in jobs.items():
+    spec = importlib.util.spec_from_file_location("k_" + name, path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    if inputs is not None:
+        before = arrays(inputs)
+        results[name] = m.compute(**inputs)
+        results[name + ":unchanged"] = same(arrays(inputs), before)
+    errors = []
+    for call in bad:
+        try:
+            m.compute(**call)
+            errors.append(None)
+        except (TypeError, ValueError) as e:
+            errors.append((type(e).__name__, str(e)))
+    results[name + ":errors"] = errors
+pickle.dump(results, open(sys.argv[2], "wb"))
+"""
+
+
+def _run_child(tmp_path: Path, jobs: dict, block_scipy: bool = False) -> dict:
+    (tmp_path / "jobs.pkl").write_bytes(pickle.dumps(jobs))
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(block_scipy=block_scipy), "jobs.pkl", "out.pkl"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return pickle.loads((tmp_path / "out.pkl").read_bytes())
+
+
+def _write(tmp_path: Path, name: str, source: str) -> Path:
+    folder = tmp_path / name
+    sd.loads(source, name=name).compile(target="numba").executable.write(folder)
+    return folder / "kernel_numba.py"
+
+
+def _assert_same(got, want, what):
+    if sp.issparse(want):
+        assert sp.issparse(got), what
+        assert got.format == want.format and got.shape == want.shape and got.dtype == want.dtype, what
+        got, want = got.toarray(), want.toarray()
+    else:
+        assert type(got) is type(want) or np.asarray(got).dtype == np.asarray(want).dtype, what
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64),
+                               rtol=2e-5, atol=1e-6, err_msg=what)
+
+
+def test_the_tables_of_dtypes_agree_with_the_backends():
+    for dtype, kernel in KERNEL_NAMES.items():
+        assert np.dtype(kernel) == KERNEL_DTYPE[dtype]
+        assert np.dtype(OUTPUT_NAMES[dtype]) == NUMPY_DTYPE[dtype]
+
+
+def test_the_module_imports_only_numpy_and_numba(tmp_path):
+    path = _write(tmp_path, "attention", ATTENTION)
+    top = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top.add(node.module.split(".")[0])
+    assert top <= {"math", "threading", "numba", "numpy"}, top
+
+
+def test_compute_takes_inputs_by_name_and_matches_the_reference(tmp_path):
+    cases = _cases()
+    bad_attention = [
+        dict(cases["attention"][1], H=1),                                  # an unknown input
+        {k: v for k, v in cases["attention"][1].items() if k != "Q"},     # a missing one
+        dict(cases["attention"][1], Q=np.ones((31, 16), np.float32)),     # N = 31 against G's 30
+        dict(cases["attention"][1], scale="x"),                           # not a number
+    ]
+    bad_formats = [dict(cases["formats"][1], C=cases["formats"][1]["C"].astype(np.float64))]  # float for i32
+    jobs = {name: (str(_write(tmp_path, name, source)), inputs,
+                   {"attention": bad_attention, "formats": bad_formats}.get(name, []))
+            for name, (source, inputs) in cases.items()}
+    got = _run_child(tmp_path, jobs)
+    for name, (source, inputs) in cases.items():
+        want = sd.loads(source, name=name).compile(target="ref")(**inputs)
+        assert set(got[name]) == set(want.keys())
+        for out in want.keys():
+            _assert_same(got[name][out], want[out], f"{name}: {out}")
+        assert got[name + ":unchanged"], f"{name}: compute() modified an input"
+    kinds = [e and e[0] for e in got["attention:errors"]]
+    assert kinds == ["TypeError", "TypeError", "ValueError", "TypeError"], got["attention:errors"]
+    assert "unknown input 'H'" in got["attention:errors"][0][1]
+    assert "missing input 'Q'" in got["attention:errors"][1][1]
+    assert "N = 31" in got["attention:errors"][2][1]
+    assert got["formats:errors"][0][0] == "TypeError" and "i32" in got["formats:errors"][0][1]
+
+
+def test_without_scipy_sparse_outputs_are_their_arrays(tmp_path):
+    source = """
+input  A: csr<f32>[N, M]
+input  s: f32 = 2
+output C: csr<f32>[N, M]
+C[i, j] = s * A[i, j] where A[i, j] > 0
+"""
+    A = np.array([[0, 1.5, -2], [0, 0, 0], [3, 0, 4]], dtype=np.float32)
+    got = _run_child(tmp_path, {"scale": (str(_write(tmp_path, "scale", source)), {"A": A}, [])},
+                     block_scipy=True)["scale"]["C"]
+    ptr, idx, data, shape = got
+    assert shape == (3, 3)
+    C = sp.csr_array((data, idx, ptr), shape=shape)
+    want = sd.loads(source, name="scale").compile(target="ref")(A=sp.csr_array(A))["C"]
+    _assert_same(C, want, "C")
+
+
+def test_blockdiag_and_nm_inputs_are_refused_by_name(tmp_path):
+    source = """
+input  A: nm(2,4)<f32>[N, N]
+input  X: dense<f32>[N, F]
+output Y: dense<f32>[N, F]
+Y[i, f] = sum[j] A[i, j] * X[j, f]
+"""
+    call = {"A": sp.csr_array(np.eye(8, dtype=np.float32)), "X": np.ones((8, 2), np.float32)}
+    got = _run_child(tmp_path, {"nm": (str(_write(tmp_path, "nm", source)), None, [call])})
+    assert got["nm:errors"][0][0] == "TypeError" and "input 'A' is nm" in got["nm:errors"][0][1]
