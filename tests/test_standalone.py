@@ -18,22 +18,13 @@ import pytest
 import scipy.sparse as sp
 
 import sparsedsl as sd
+from conftest import EXAMPLES
+from sparsedsl.backends.numba import KERNEL_DTYPE
+from sparsedsl.backends.numba.standalone import KERNEL_NAMES, OUTPUT_NAMES
 from sparsedsl.tensor_ir.types import NUMPY_DTYPE
 
-from backends.numba import KERNEL_DTYPE
-from backends.numba.standalone import KERNEL_NAMES, OUTPUT_NAMES
-
-ATTENTION = """
-input  G: csr<bool>[N, N]
-input  Q: dense<f32>[N, D]
-input  K: dense<f32>[N, D]
-input  V: dense<f32>[N, D]
-input  scale: f32 = 0.125
-output O: dense<f32>[N, D]
-S[i, j] = scale * sum[d] Q[i, d] * K[j, d] where G[i, j]
-P[i, j] = softmax[j] S[i, j]
-O[i, d] = sum[j] P[i, j] * V[j, d]
-"""
+# the bundled example: csr<bool>, three dense f32 factors, an f32 scale with a default, a dense output
+ATTENTION = (EXAMPLES / "graph_attention.sdsl").read_text()
 
 # rank-1 sparse in and out, a bsr f16 input converted to rows, a csc integer input, a coo output, a scalar
 FORMATS = """

@@ -19,9 +19,11 @@ as code); the code that reads them (``_ENTRY``) is the same text for every progr
 """
 from __future__ import annotations
 
+import inspect
 from pprint import pformat
 from typing import Sequence
 
+from sparsedsl.runtime.dtypes import round_bf16
 from sparsedsl.tensor_ir import nodes as T
 
 # the kernel's array dtype per sparsedsl dtype (f16 and bf16 travel as float32 on their grid) and the dtype
@@ -68,7 +70,8 @@ def render_entry(program: T.Program, params: Sequence, results: Sequence) -> str
         f"_KERNEL_DTYPE = {KERNEL_NAMES!r}",
         f"_OUTPUT_DTYPE = {OUTPUT_NAMES!r}",
     ]
-    return "\n".join(lines) + "\n" + _ENTRY
+    # bf16 rounding: the runtime's own function (numpy only), so that both round alike
+    return "\n".join(lines) + "\n" + _ENTRY + "\n\n" + inspect.getsource(round_bf16)
 
 
 # The program-independent half of the entry point. It is Python source for the generated module, kept here as
@@ -133,12 +136,7 @@ def _cast(name, value, dtype):
     if dtype == "f16":
         return np.array(a, dtype=np.float16).astype(np.float32)
     if dtype == "bf16":
-        bits = np.array(a, dtype=np.float32).view(np.uint32)
-        lsb = (bits >> np.uint32(16)) & np.uint32(1)
-        rounded = (bits + np.uint32(0x7FFF) + lsb) & np.uint32(0xFFFF0000)
-        quiet_nan = (bits & np.uint32(0xFFFF0000)) | np.uint32(0x00400000)
-        bits = np.where(np.isnan(a.astype(np.float32)), quiet_nan, rounded).astype(np.uint32)
-        return bits.view(np.float32).reshape(a.shape)
+        return round_bf16(a)
     return np.array(a, dtype=storage)
 
 

@@ -1216,9 +1216,14 @@ class Checker:
 
     # ------------------------------------------------------------ schedules
 
+    def computed(self, name: str, scope: Scope) -> Symbol | None:
+        """The temp or output a schedule may name (one local to a repeat body too), else None."""
+        sym = scope.lookup(name) or self.loop_locals.get(name)
+        return sym if sym is not None and sym.kind in ("temp", "output") else None
+
     def check_schedule(self, item: S.Schedule, scope: Scope):
-        sym = scope.lookup(item.target) or self.loop_locals.get(item.target)
-        if sym is None or sym.kind not in ("temp", "output"):
+        sym = self.computed(item.target, scope)
+        if sym is None:
             raise _err(SdslScheduleError, f"schedule names '{item.target}', which is not a tensor this program "
                        "computes", item.span, _suggest(item.target, list(self.defining)))
         stmts = self.defining.get(sym.ir_name, [])
@@ -1269,8 +1274,8 @@ class Checker:
             elif d.name == "fuse":
                 named = []
                 for a in args:
-                    s2 = scope.lookup(str(a)) or self.loop_locals.get(str(a))
-                    if s2 is None or s2.kind not in ("temp", "output"):
+                    s2 = self.computed(str(a), scope)
+                    if s2 is None:
                         raise _err(SdslScheduleError, f"fuse names '{a}', which is not a tensor this program "
                                    "computes", d.span)
                     named.append(s2.ir_name)
