@@ -168,7 +168,7 @@ def test_the_module_imports_only_numpy_and_numba(tmp_path):
             top |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             top.add(node.module.split(".")[0])
-    assert top <= {"math", "threading", "numba", "numpy"}, top
+    assert top <= {"math", "sys", "threading", "numba", "numpy"}, top
 
 
 def test_compute_takes_inputs_by_name_and_matches_the_reference(tmp_path):
@@ -225,3 +225,27 @@ Y[i, f] = sum[j] A[i, j] * X[j, f]
     call = {"A": sp.csr_array(np.eye(8, dtype=np.float32)), "X": np.ones((8, 2), np.float32)}
     got = _run_child(tmp_path, {"nm": (str(_write(tmp_path, "nm", source)), None, [call])})
     assert got["nm:errors"][0][0] == "TypeError" and "input 'A' is nm" in got["nm:errors"][0][1]
+
+
+def test_a_module_loaded_by_path_without_a_name_runs_again_in_the_next_process(tmp_path):
+    """Numba's disk cache records a function's module by name and imports it again to load a parallel kernel;
+    a module executed from a spec without a sys.modules entry has no importable name, so its entries would
+    crash every later process ("No module named '<dynamic>'"). Such a load compiles without the cache."""
+    path = _write(tmp_path, "spgemm", (EXAMPLES / "spgemm.sdsl").read_text())
+    A = sp.random_array((30, 20), density=0.2, format="csr", random_state=8).astype(np.float32)
+    B = sp.random_array((20, 25), density=0.2, format="csr", random_state=9).astype(np.float32)
+    script = (
+        "import pickle, sys, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('by_path', {str(path)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "A, B = pickle.load(open('in.pkl', 'rb'))\n"
+        "pickle.dump(m.compute(A=A, B=B)['C'], open('out.pkl', 'wb'))\n"
+    )
+    (tmp_path / "in.pkl").write_bytes(pickle.dumps((A, B)))
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        C = pickle.loads((tmp_path / "out.pkl").read_bytes())
+        np.testing.assert_allclose(C.toarray(), (A @ B).toarray(), rtol=1e-5, atol=1e-6)
+    assert not list(path.parent.glob("__pycache__/*.nbi"))

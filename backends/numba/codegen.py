@@ -66,6 +66,7 @@ VERSIONED_EXTENTS: tuple[int, ...] = (64,)
 
 PRELUDE = '''\
 import math
+import sys
 import threading
 
 import numba
@@ -76,7 +77,10 @@ from numba.core import types as _nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros as _ctz
 from numba.extending import intrinsic as _intrinsic
 
-_JIT = dict(cache=True, fastmath=False, error_model="numpy")
+# Numba's disk cache records the module's name and imports it again to load a parallel kernel: a module loaded
+# by path and not put in sys.modules would leave entries that crash the next process, so it compiles uncached
+_CACHE = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_JIT = dict(cache=_CACHE, fastmath=False, error_model="numpy")
 
 
 @numba.njit(**_JIT)
@@ -1869,7 +1873,7 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     p.lines.append(PRELUDE)
     flags = "{'reassoc'}" if reassoc else "False"
     p.reassoc = reassoc
-    p.line(0, f"_KJIT = dict(cache=True, fastmath={flags}, error_model=\"numpy\")")
+    p.line(0, f"_KJIT = dict(cache=_CACHE, fastmath={flags}, error_model=\"numpy\")")
     for k in module.kernels:
         p.line(0, "")
         p.line(0, "")
