@@ -21,15 +21,21 @@ settings.load_profile("sparsedsl")
 
 
 @pytest.fixture(scope="session")
-def _session_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("sdsl-shared-cache")
+def _session_cache(tmp_path_factory, worker_id):
+    """One folder for the whole run: under xdist, the workers' temporary folders share a parent, and a program
+    one worker compiled (Numba's JIT included) is loaded by the other. Two workers compiling the same program
+    at once is what the cache is built to survive (tests/test_numba_cache.py)."""
+    if worker_id == "master":
+        return tmp_path_factory.mktemp("sdsl-shared-cache")
+    folder = tmp_path_factory.getbasetemp().parent / "sdsl-shared-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(autouse=True)
 def _test_cache(request, _session_cache, tmp_path_factory, monkeypatch):
-    """Compiled artifacts go to a throw-away folder, never to the user's ~/.cache. The tests of one session
-    (one xdist worker) share it, so that a program one test compiled is loaded, not JIT-compiled again, by the
-    next; a test that counts, inspects or damages the folder's entries gets its own (``private_cache``)."""
+    """Compiled artifacts go to a throw-away folder, never to the user's ~/.cache. The tests of one run share
+    it, so that a program one test compiled is loaded, not JIT-compiled again, by the next; a test that counts, inspects or damages the folder's entries gets its own (``private_cache``)."""
     private = request.node.get_closest_marker("private_cache") is not None
     folder = tmp_path_factory.mktemp("sdsl-cache") if private else _session_cache
     monkeypatch.setenv("SDSL_CACHE_DIR", str(folder))
