@@ -602,7 +602,9 @@ def test_accumulator_decisions_say_what_and_why():
     assert {d.choice for d in numba_backend.decisions(spgemm, {"accumulator": "hash"})
             if d.kind == "accumulator"} == {"hash"}
     outer = numba_backend.decisions(sd.loads(SOFTMAX).ir(optimized=True).program)
-    assert any(d.kind == "temporary" and "softmax along 'i'" in d.reason for d in outer)
+    temps = [d for d in outer if d.kind == "temporary"]
+    assert temps and {d.subject for d in temps} <= {"P", "D", "y"}  # the program's own tensors
+    assert any("softmax along 'i'" in d.reason and "_softmax[" in d.choice for d in temps)
 
 
 def test_repeat_is_a_host_loop_around_kernels():

@@ -692,7 +692,8 @@ class Lowerer:
                                   "that are not iterated before it", st.span)
         kind = "topk" if isinstance(node, T.TopK) else "softmax"
         name = self.tnames.fresh(f"{st.target}_{kind}")
-        self.notes.append((name, "temporary", "computed before " + st.target,
+        # the subject is the user's tensor: the temporary's name is made here, so it is introduced, not assumed
+        self.notes.append((st.target, "temporary", f"its {kind} first, as {name}[{', '.join(order)}]",
                            f"the {kind} along '{node.var}' needs its coordinate iterated last", st.span))
         ranges = tuple((v, st.range_of(v)) for v in order)
         self.statement(T.Assign(name, tuple(order), "=", node, ranges, span=st.span))
