@@ -8,6 +8,7 @@ compared with the reference interpreter's answer on the same inputs.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import pickle
 import subprocess
 import sys
@@ -249,3 +250,30 @@ def test_a_module_loaded_by_path_without_a_name_runs_again_in_the_next_process(t
         C = pickle.loads((tmp_path / "out.pkl").read_bytes())
         np.testing.assert_allclose(C.toarray(), (A @ B).toarray(), rtol=1e-5, atol=1e-6)
     assert not list(path.parent.glob("__pycache__/*.nbi"))
+
+
+def test_canonical_rows_are_taken_as_they_are_and_others_are_put_in_order(tmp_path):
+    """compute() checks a scipy csr's order itself (O(nnz)) and sorts only when it must."""
+    path = _write(tmp_path, "spgemm", (EXAMPLES / "spgemm.sdsl").read_text())
+    spec = importlib.util.spec_from_file_location("standalone_rows", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)  # nothing is JIT-compiled until a kernel is called
+
+    def csr(ptr, idx, n=3, m_=6):
+        data = np.arange(1.0, len(idx) + 1)
+        return sp.csr_array((data, np.array(idx, dtype=np.int32), np.array(ptr, dtype=np.int32)), shape=(n, m_))
+
+    falling_between_rows = csr([0, 2, 2, 4], [1, 5, 0, 3])   # row 2 starts below row 0's end; row 1 empty
+    got = m._canonical_csr(falling_between_rows)
+    assert got is not None and got[0] is falling_between_rows.indptr and got[1] is falling_between_rows.indices
+    assert m._canonical_csr(csr([0, 0, 0, 0], [])) is not None
+    for bad in (csr([0, 2, 2, 4], [5, 1, 0, 3]),        # unsorted inside row 0
+                csr([0, 2, 2, 4], [1, 1, 0, 3]),        # a duplicate in row 0
+                csr([0, 2, 2, 4], [1, 5, 3, 3])):       # a duplicate in the last row
+        assert m._canonical_csr(bad) is None
+        ptr, cols, data, shape = m._rows("A", bad, "f64")
+        want = bad.copy()
+        want.sum_duplicates()
+        np.testing.assert_array_equal(ptr, want.indptr)
+        np.testing.assert_array_equal(cols, want.indices)
+        np.testing.assert_array_equal(data, want.data)
