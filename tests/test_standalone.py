@@ -57,6 +57,18 @@ P[i, j] = sum[k] f64(B[i, k]) * f64(B[k, j])
 """
 
 
+# non-finite defaults and fill: the module's tables must spell them as Python (float('inf'), not inf)
+LIMITS = """
+input  A: csr<f64>[N, N]
+input  cap: f64 = inf
+input  floor: f64 = -inf
+output low: dense<f64>[N] fill inf
+output D: dense<f64>[N, N] fill -inf
+low[i] = min[j] min(A[i, j], cap)
+D[i, j] = max(A[i, j], floor)
+"""
+
+
 def _unsorted_with_duplicates(n: int, m: int, nnz: int, seed: int, dtype) -> sp.csr_array:
     """A csr whose rows are unsorted and hold duplicate columns, as scipy leaves a coo's conversion unsummed."""
     rng = np.random.default_rng(seed)
@@ -85,7 +97,9 @@ def _cases():
     B = sp.random_array((n, n), density=0.1, format="csr", random_state=5).astype(np.float32).tobsr((2, 2))
     lay = dict(B=B, C=sp.random_array((n, 12), density=0.2, format="csc", random_state=6),
                X=rng.standard_normal((n, 5)))  # float64 for a bf16 input: rounded to bf16's grid
-    return {"attention": (ATTENTION, att), "formats": (FORMATS, fmt), "layouts": (LAYOUTS, lay)}
+    lim = dict(A=_unsorted_with_duplicates(n, n, 40, 7, np.float64))  # many empty rows: low is inf there
+    return {"attention": (ATTENTION, att), "formats": (FORMATS, fmt), "layouts": (LAYOUTS, lay),
+            "limits": (LIMITS, lim)}
 
 
 CHILD = """

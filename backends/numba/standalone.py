@@ -20,7 +20,7 @@ as code); the code that reads them (``_ENTRY``) is the same text for every progr
 from __future__ import annotations
 
 import inspect
-from pprint import pformat
+import math
 from typing import Sequence
 
 from sparsedsl.runtime.dtypes import round_bf16
@@ -35,6 +35,23 @@ OUTPUT_NAMES = dict(KERNEL_NAMES, f16="float16")
 
 def _dim(d) -> object:
     return int(d) if isinstance(d, int) else str(d)
+
+
+def _py(x) -> str:
+    """A literal as Python source: strings through repr (never pasted), inf and nan as float('inf') etc."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return f"float({str(x)!r})"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_py(v) for v in x) + ("," if len(x) == 1 else "") + ")"
+    assert x is None or isinstance(x, (bool, int, float, str)), x
+    return repr(x)
+
+
+def _table(name: str, table: dict | tuple) -> list[str]:
+    """``name = {...}`` or ``name = (...)``, an entry a line."""
+    if isinstance(table, dict):
+        return [f"{name} = {{", *(f"    {_py(k)}: {_py(v)}," for k, v in table.items()), "}"]
+    return [f"{name} = (", *(f"    {_py(v)}," for v in table), ")"]
 
 
 def render_entry(program: T.Program, params: Sequence, results: Sequence) -> str:
@@ -62,13 +79,13 @@ def render_entry(program: T.Program, params: Sequence, results: Sequence) -> str
         "",
         "# ---- compute(**inputs): the program's inputs and outputs by name (see compute's docstring)",
         "# input -> (format, format parameters, dtype, shape, default)",
-        f"_INPUTS = {pformat(inputs, width=110, sort_dicts=False)}",
+        *_table("_INPUTS", inputs),
         "# run()'s parameters in order: (tensor, storage, role)",
-        f"_PARAMS = {pformat(order, width=110)}",
+        *_table("_PARAMS", order),
         "# output -> (storage, format, format parameters, dtype, shape, fill)",
-        f"_OUTPUTS = {pformat(outputs, width=110, sort_dicts=False)}",
-        f"_KERNEL_DTYPE = {KERNEL_NAMES!r}",
-        f"_OUTPUT_DTYPE = {OUTPUT_NAMES!r}",
+        *_table("_OUTPUTS", outputs),
+        *_table("_KERNEL_DTYPE", KERNEL_NAMES),
+        *_table("_OUTPUT_DTYPE", OUTPUT_NAMES),
     ]
     # bf16 rounding: the runtime's own function (numpy only), so that both round alike
     return "\n".join(lines) + "\n" + _ENTRY + "\n\n" + inspect.getsource(round_bf16)
