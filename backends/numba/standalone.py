@@ -39,6 +39,8 @@ def _dim(d) -> object:
 
 def _py(x) -> str:
     """A literal as Python source: strings through repr (never pasted), inf and nan as float('inf') etc."""
+    if type(x).__module__ == "numpy":
+        x = x.item()  # a numpy scalar: its Python value
     if isinstance(x, float) and not math.isfinite(x):
         return f"float({str(x)!r})"
     if isinstance(x, tuple):
