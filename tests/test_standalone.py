@@ -193,6 +193,7 @@ def test_compute_takes_inputs_by_name_and_matches_the_reference(tmp_path):
         {k: v for k, v in cases["attention"][1].items() if k != "Q"},     # a missing one
         dict(cases["attention"][1], Q=np.ones((31, 16), np.float32)),     # N = 31 against G's 30
         dict(cases["attention"][1], scale="x"),                           # not a number
+        dict(cases["attention"][1], G={"not": "a matrix"}),               # numpy reads it as an object
     ]
     bad_formats = [dict(cases["formats"][1], C=cases["formats"][1]["C"].astype(np.float64))]  # float for i32
     jobs = {name: (str(_write(tmp_path, name, source)), inputs,
@@ -206,7 +207,8 @@ def test_compute_takes_inputs_by_name_and_matches_the_reference(tmp_path):
             _assert_same(got[name][out], want[out], f"{name}: {out}")
         assert got[name + ":unchanged"], f"{name}: compute() modified an input"
     kinds = [e and e[0] for e in got["attention:errors"]]
-    assert kinds == ["TypeError", "TypeError", "ValueError", "TypeError"], got["attention:errors"]
+    assert kinds == ["TypeError", "TypeError", "ValueError", "TypeError", "TypeError"], got["attention:errors"]
+    assert "input 'G'" in got["attention:errors"][4][1]
     assert "unknown input 'H'" in got["attention:errors"][0][1]
     assert "missing input 'Q'" in got["attention:errors"][1][1]
     assert "N = 31" in got["attention:errors"][2][1]

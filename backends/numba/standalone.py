@@ -138,11 +138,20 @@ def compute(**inputs):
     return {name: _give_output(name, raw[name], sizes) for name in _OUTPUTS}
 
 
+def _array(name, value, dtype):
+    """numpy's view of value, refused by name unless it holds booleans or numbers."""
+    try:
+        a = np.asarray(value)
+    except Exception as e:  # numpy cannot read it (a torch sparse tensor, ...): say which input, and why
+        raise TypeError(f"input {name!r}: numpy cannot read a {type(value).__name__}: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"input {name!r}: {a.dtype} values, expected {dtype}")
+    return a
+
+
 def _cast(name, value, dtype):
     """value as the kernel's array of dtype, by numpy's same_kind rule (an integer must fit)."""
-    a = np.asarray(value)
-    if a.dtype == object or not (a.dtype.kind in "biuf"):
-        raise TypeError(f"input {name!r}: {a.dtype} values, expected {dtype}")
+    a = _array(name, value, dtype)
     storage = np.dtype(_KERNEL_DTYPE[dtype])
     target = np.dtype(np.float16) if dtype == "f16" else storage
     if a.dtype != np.bool_ and not np.can_cast(a.dtype, target, "same_kind"):
@@ -186,7 +195,7 @@ def _coords(name, value, rank):
             return coords, np.asarray(coo.data), (shape[1] if shape[0] == 1 else shape[0],)
         coords = tuple(coo.coords) if hasattr(coo, "coords") else (coo.row, coo.col)
         return coords, np.asarray(coo.data), shape
-    a = np.asarray(value)
+    a = _array(name, value, "numbers")
     coords = np.nonzero(a)
     return coords, a[coords], a.shape
 
