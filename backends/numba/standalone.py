@@ -284,8 +284,10 @@ def _bind_input(name, value, fmt, fparams, dtype, shape, sizes, needed):
         return {"bitmap.val": values, "bitmap.mask": present, "dense.val": values}
     ptr, cols, data, got = _rows(name, value, dtype)
     _fix_sizes(name, shape, got, sizes)
-    rows = np.repeat(np.arange(got[0]), np.diff(ptr))
     bound = {"csr.ptr": _index(ptr), "csr.idx": _index(cols), "csr.val": data}
+    if needed <= set(bound):
+        return bound  # read by rows only (the usual case): no per-entry row array is made
+    rows = np.repeat(np.arange(got[0]), np.diff(ptr))
     if needed & {"dense.val", "bitmap.val", "bitmap.mask"}:
         dense = np.zeros(got, dtype=data.dtype)
         dense[rows, cols] = data
