@@ -450,11 +450,10 @@ def test_explain_says_what_became_of_loop_directives():
     src = ("input A: csr<f64>[N, K]\ninput X: dense<f64>[K, F]\noutput Y: dense<f64>[N, F]\n"
            "Y[i, f] = sum[k] A[i, k] * X[k, f]\nschedule Y:\n    {}\n")
     cases = {"parallel i": "parallel i: applied", "parallel f": "parallel f: not applied",
-             # the order the kernel nests its loops in (SpMM: rows, then each row's entries, then the features)
+             # row-wise (into a workspace over f), inner products per (i, f), by columns of the result
              "order i, k, f": "order i, k, f: applied — the loops run in this order",
-             "order i, f, k": "order i, f, k: partly — i is the outer loop as asked; the inner loops follow the "
-                              "operands' storage (the loops run i, k, f)",
-             "order f, i, k": "order f, i, k: not applied",
+             "order i, f, k": "order i, f, k: applied — the loops run in this order",
+             "order f, i, k": "order f, i, k: applied — the loops run in this order",
              "block i 64": "block i 64: applied", "block f 8": "block f 8: not applied"}
     A = sp.random_array((9, 7), density=0.3, format="csr", rng=np.random.default_rng(2))
     X = np.arange(21.0).reshape(7, 3)

@@ -540,3 +540,43 @@ def test_fused_schedules_match_reference(cache_dir):
 
     check()
     assert sum(runs) >= len(runs) // 2 > 0, f"{sum(runs)} of {len(runs)} chains fused"
+
+
+# ---------------------------------------------------------------- loop orders
+
+@st.composite
+def ordered_programs(draw) -> tuple[Case, str, int]:
+    """A drawn program with an ``order`` on one of its statements, any permutation of that statement's
+    indices; also the scheduled name and the directive's line."""
+    case = draw(programs())
+    body = sd.loads(case.source, name="generated").ir().program.body
+    stmts = [s for s in body if isinstance(s, T.Assign) and len({v for v, _ in s.ranges}) >= 2]
+    assume(stmts)
+    st_ = draw(st.sampled_from(stmts))
+    order = draw(st.permutations([v for v, _ in st_.ranges]))
+    line = case.source.count("\n") + 2
+    source = case.source + f"schedule {st_.target}:\n    order {', '.join(order)}\n"
+    return Case(source, case.input_sets), st_.target, line
+
+
+def test_ordered_programs_match_reference_or_are_refused_at_the_order(cache_dir):
+    """Spec § 8: a schedule never changes a result, and the compiler refuses orders it cannot iterate. A
+    drawn order is either run, with the reference's result, or refused at its own directive."""
+    outcomes = {"ran": 0, "refused": 0}
+
+    @JIT_SETTINGS
+    @given(ordered_programs())
+    def check(drawn):
+        case, target, line = drawn
+        note(case.source)
+        try:
+            differential(case.source, case.input_sets, cache_dir)
+        except SdslTargetError as err:
+            assert err.span is not None and err.span.line == line, err.render()
+            assert f"cannot run the loops of '{target}' in the order" in str(err), err.render()
+            outcomes["refused"] += 1
+            return
+        outcomes["ran"] += 1
+
+    check()
+    assert outcomes["ran"] >= outcomes["refused"] and outcomes["ran"] > 0, outcomes

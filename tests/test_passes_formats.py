@@ -184,3 +184,17 @@ def test_a_matrix_read_against_its_rows_is_a_bitmap_at_any_density():
     assert with_stats(PRODUCT, 1000, 1_000)[0].decl("T").storage.name == "csr"
     # without sizes there is no bound on the bitmap's memory: compressed, as before
     assert run(src)[1].decl("T").storage.name == "csr"
+
+
+def test_an_order_with_a_column_loop_outermost_stores_the_intermediate_by_coordinate():
+    """Compressed rows are assembled row by row: an intermediate whose ``order`` puts j outside i is written
+    by coordinate (a bitmap) so that the order can be run; the statement's own order keeps csr, and a
+    ``format`` directive is kept as asked."""
+    src = ATTENTION + "schedule S:\n    order {}\n"
+    for order, want in (("j, i, d", "bitmap"), ("i, j, d", "csr"), ("i, d, j", "csr")):
+        _, after, decisions = run(src.format(order))
+        assert after.decl("S").storage.name == want, order
+        if want == "bitmap":
+            assert any(d.subject == "S" and "order puts j outermost" in d.reason for d in decisions)
+    _, after, _ = run(src.format("j, i, d") + "    format csr\n")
+    assert after.decl("S").storage.name == "csr"

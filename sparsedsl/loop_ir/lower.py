@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from sparsedsl.core.errors import SdslTargetError
 from sparsedsl.core.names import NameSupply, mangle
 from sparsedsl.loop_ir import nodes as L
+from sparsedsl.loop_ir.order import LoopOrder, orders
 from sparsedsl.loop_ir.unordered import unorder_compacts
 from sparsedsl.tensor_ir import nodes as T
 from sparsedsl.tensor_ir.presence import is_full, same_pattern
@@ -52,6 +53,8 @@ CHUNKS_PER_THREAD = 16
 # storage kinds from the least to the most general: a name assigned several times (a repeat's carried
 # name, an accumulation) takes the most general kind any of its assignments needs
 _GENERALITY = {"scalar": 0, "oscalar": 1, "dense": 0, "bitmap": 1, "csr": 1}
+
+_FUSED = "it is computed inside the loops of the statement that reads it (fused), in their order"
 
 TRUE = L.Const(True, "bool")
 FALSE = L.Const(False, "bool")
@@ -340,6 +343,11 @@ class Lowerer:
         # repeat): code reading them may run against any of their values, so none of them is a constant
         self.varying = _varying(program.body)
         self._block_shared: set[str] = set()  # intermediates stored in a block input's blocks (fill_shared)
+        # the ``order`` directives (loop_ir/order.py), and the one of the statement being lowered; an
+        # accumulation's update (a temporary) takes its target's
+        self.orders = orders(program)
+        self.order: LoopOrder | None = None
+        self._order_alias: dict[str, str] = {}
         for d in program.decls:
             if d.kind == "input":
                 self.storage[d.name] = self.input_storage(d)
@@ -379,9 +387,21 @@ class Lowerer:
         if full and (fmt is None or fmt.name == "auto"):
             return Storage(st.target, "dense", dtype, shape)
         # format selection found it nearly full from the bound inputs' statistics (passes/formats.py)
-        if rank == 2 and not (decl is not None and decl.storage is not None and decl.storage.name == "bitmap"):
+        if rank == 2 and not (decl is not None and decl.storage is not None and decl.storage.name == "bitmap") \
+                and not self.by_columns(st, decl):
             return Storage(st.target, "csr", dtype, shape)
         return Storage(st.target, "bitmap", dtype, shape)
+
+    def by_columns(self, st: T.Assign, decl: T.Decl | None) -> bool:
+        """Whether ``st`` computes an accumulation's update (declared nowhere: format selection did not see
+        it) whose ``order`` puts a column loop outside its rows: compressed rows could not be assembled in that
+        order, so it is stored as a bitmap (written by coordinate) instead."""
+        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        if decl is not None or order is None or order.free(st.idx) == st.idx:
+            return False
+        self.notes.append((st.target, "layout", "bitmap", f"its order puts {order.free(st.idx)[0]} outermost, and "
+                           "compressed rows are assembled row by row: it is written by coordinate", st.span))
+        return True
 
     def stored_full(self, name: str) -> bool:
         """Whether ``name`` is stored with every coordinate present (dense or a scalar), as far as lowering knows."""
@@ -429,44 +449,51 @@ class Lowerer:
     def row_tile(self, st, v: str) -> int | None:
         """The tile of a ``block`` directive on ``st``'s outermost index ``v``: the rows a chunk that a thread
         claims holds (by work where the rows walk compressed rows: a chunk per ``tile`` rows, of equal work)."""
-        if st is None or not st.idx or st.idx[0] != v:
+        if st is None or not st.idx or v not in st.idx:
             return None
         tiles = [int(dr.args[1]) for sch in self.program.schedules if sch.target == st.target
-                 for dr in sch.directives if dr.name == "block" and str(dr.args[0]) == st.idx[0]]
+                 for dr in sch.directives if dr.name == "block" and str(dr.args[0]) == v]
         return tiles[-1] if tiles else None
+
+    def loop_indices(self, st: T.Assign, kind: str) -> tuple[str, ...]:
+        """The free indices of ``st`` in the order its loops nest: an ``order`` directive's for a result
+        written by coordinate (dense, bitmap), else the statement's (a compressed result is assembled row by
+        row)."""
+        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        if order is None or kind not in ("dense", "bitmap"):
+            return st.idx
+        return order.free(st.idx)
 
     def loop_directives(self) -> None:
         """Say what became of the ``parallel``, ``order`` and ``block`` directives (spec § 8: a schedule never
-        changes a result). This target chooses its loops itself: the outermost loop over a statement's first
-        free index is split into chunks of rows (16 rows each, or a ``block`` directive's tile: see
-        ``chunked``) that the threads claim, a row-wise reduction walks its operand's row before the result's
-        columns (Gustavson: i, k, j), and no other loop is tiled. A directive asking for that is reported
-        applied, any other not applied."""
+        changes a result). The outermost loop of a statement is split into chunks of rows (16 rows each, or a
+        ``block`` directive's tile: see ``chunked``) that the threads claim; no other loop is tiled or split
+        over threads. An ``order`` steers the loops (``loop_ir/order.py``) and is then checked against the
+        loops the kernels nest: one they do not follow is refused at the directive."""
         first = {}
         for st in _all_assigns(self.program.body):
             first.setdefault(st.target, st)
         for sch in self.program.schedules:
             st = first.get(sch.target)
             for dr in sch.directives:
-                if dr.name not in ("parallel", "order", "block") or st is None:
+                if dr.name not in ("parallel", "order", "block"):
                     continue
-                outer = st.idx[0] if st.idx else None
+                if st is None:  # fused into its reader (passes/fusion.py)
+                    self.notes.append((sch.target, "schedule", f"{dr.text}: not applied",
+                                       _FUSED + "; the result is the same either way", dr.span or sch.span))
+                    continue
+                stored = self.storage.get(st.target)
+                loops = self.loop_indices(st, stored.kind if stored is not None else "")
+                outer = loops[0] if loops else None
                 text = dr.text
                 if dr.name == "parallel" and dr.args and dr.args[0] == outer and self.options.get("parallel", True):
                     choice, why = "applied", f"the loop over {outer} is split over the threads (chunks of rows)"
                 elif dr.name == "parallel":
-                    choice, why = "not applied", ("this target splits only the outermost loop (over the first free "
-                                                  "index, the rows) over threads" if outer else
+                    choice, why = "not applied", (f"this target splits only the outermost loop ({outer}) over "
+                                                  "threads" if outer else
                                                   "a reduction to a scalar is split over the rows it reduces")
-                elif dr.name == "order" and tuple(map(str, dr.args)) == (ran := self.loop_order(st)):
-                    choice, why = "applied", f"the loops run in this order ({outer} outermost)"
-                elif dr.name == "order" and tuple(map(str, dr.args[:1])) == (outer,):
-                    choice, why = "partly", (f"{outer} is the outer loop as asked; the inner loops follow the "
-                                             "operands' storage" + (f" (the loops run {', '.join(ran)})" if ran
-                                                                    else " (a row-wise product walks k, then j)"))
                 elif dr.name == "order":
-                    choice, why = "not applied", ("this target puts the first free index (the rows) outermost "
-                                                  "and orders the inner loops by the operands' storage")
+                    choice, why = self.checked_order(sch.target, LoopOrder(tuple(map(str, dr.args))), dr.span)
                 elif dr.args and dr.args[0] == outer:
                     choice, why = "applied", (f"the loop over {outer} is cut into chunks of {dr.args[1]} rows that "
                                               "the threads claim (where rows walk compressed rows, chunks of "
@@ -478,20 +505,35 @@ class Lowerer:
                 self.notes.append((sch.target, "schedule", f"{text}: {choice}",
                                    why + "; the result is the same either way", dr.span or sch.span))
 
-    def loop_order(self, st: T.Assign) -> tuple[str, ...]:
-        """The order in which the kernels computing ``st`` nest the loops over its indices: the longest nest of
-        its last kernel that has one (the numeric phase; a symbolic phase nests the same way), () when none
-        does (a statement computed inside its reader)."""
-        names = {index_name(v): v for v, _ in st.ranges} | {index_name(v): v for v in st.idx}
-        best: tuple[str, ...] = ()
-        for kernel in self.kernels:
-            if kernel.span != st.span:
+    def checked_order(self, target: str, order: LoopOrder, span) -> tuple[str, str]:
+        """(choice, reason) of ``explain`` for an ``order`` directive on ``target``, after lowering; raises
+        ``SdslTargetError`` at the directive where the kernels computing ``target`` nest a loop against it."""
+        nests = []
+        for st in _all_assigns(self.program.body):
+            if st.target == target:
+                nests.extend((st, n) for n in self.loop_nests(st))
+        for st, nest in nests:
+            if order.follows(nest):
                 continue
-            nests = list(_loop_nests(kernel.body, names))
-            longest = max(nests, key=len, default=())
-            if len(longest) >= len(best):
-                best = longest
-        return best
+            stored = self.storage.get(st.target)
+            if stored is not None and stored.kind == "csr" and order.free(st.idx) != st.idx:
+                why = (f"a compressed result is assembled row by row, so its loops over {', '.join(st.idx)} "
+                       "nest in that order")
+            else:
+                why = (f"its kernels nest the loops as {', '.join(nest)}: a reduction runs either just before the "
+                       "last free index (row by row, into a workspace; sum, prod, max, min, any, all and count "
+                       "only) or after every free index (at each coordinate), and a compressed operand is walked "
+                       "from its rows")
+            raise SdslTargetError(f"the numba target cannot run the loops of '{target}' in the order "
+                                  f"{', '.join(order.indices)}: {why}", span)
+        if not nests:
+            return "not applied", _FUSED
+        return "applied", "the loops run in this order"
+
+    def loop_nests(self, st: T.Assign) -> list[tuple[str, ...]]:
+        """Every nest of loops over ``st``'s indices in the kernels computing it (outermost first)."""
+        names = {index_name(v): v for v, _ in st.ranges} | {index_name(v): v for v in st.idx}
+        return [n for kernel in self.kernels if kernel.span == st.span for n in _loop_nests(kernel.body, names)]
 
     def _sizes(self) -> list[str]:
         """Every size name the program mentions (declared sizes, shapes, ranges and size values)."""
@@ -523,6 +565,9 @@ class Lowerer:
         if st.op != "=" and st.target in self.storage:
             self.accumulation(st)
             return
+        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        if order is not None:
+            st = replace(st, value=order.reorder(st.value))
         for _attempt in range(16):
             mark = (len(self.kernels), len(self.host), dict(self.storage))
             names = set(self.names.taken)
@@ -706,6 +751,7 @@ class Lowerer:
         old_storage = self.storage[st.target]
         xd = old_storage.dtype
         tmp = self.tnames.fresh(f"{st.target}_update")
+        self._order_alias[tmp] = self._order_alias.get(st.target, st.target)
         self.statement(T.Assign(tmp, st.idx, "=", st.value, st.ranges, span=st.span))
         if st.idx:
             old: T.Expr = T.Access(st.target, tuple(T.IndexVal(v) for v in st.idx), xd)
@@ -833,6 +879,7 @@ class Lowerer:
             out = replace(out, tag=self.fresh_tag(out))
         self.ranges = {v: dim_expr(d) for v, d in st.ranges}
         self.stmt = st
+        self.order = self.orders.get(self._order_alias.get(st.target, st.target))
         self.acc_kind = self.accumulator(st.target)
         for v in st.idx:
             if v not in self.ranges:
@@ -937,7 +984,7 @@ class Lowerer:
             return False
         row, col = st.idx
         r = _row_reduce(st.value)
-        if r is None or not self.wants_workspace(r, col):
+        if r is None or not self.row_wise(r, col, False):
             return False
         names = self.names
         nch, bounds, ub, off = names.fresh("w_nch"), names.fresh("w_bounds"), names.fresh("w_ub"), names.fresh("w_off")
@@ -1239,6 +1286,7 @@ class Lowerer:
         ctx = Ctx(pattern=(phase == "count" and not _reads_values(st.value)))
         body: list[L.Stmt] = []
         idx = st.idx
+        loops = self.loop_indices(st, out.kind)
         count_var = self.names.fresh("w_cnt")
         pos_var = one_pass[0] if one_pass else self.names.fresh("w_pos")
 
@@ -1263,8 +1311,8 @@ class Lowerer:
             block.extend(_guard(pres, action))
 
         def level(depth: int, c: Ctx, block: list[L.Stmt]) -> None:
-            v = idx[depth]
-            last = depth == len(idx) - 1
+            v = loops[depth]
+            last = depth == len(loops) - 1
 
             def inner(c2: Ctx, b2: list[L.Stmt]) -> None:
                 if last:
@@ -1693,7 +1741,7 @@ class Lowerer:
                     val = self.bind(val, x.dtype, block, "w_red") if need else val
                     values[x] = (val, self.bind(pres, "bool", block, "w_has"))
                     continue
-                if v in fr and fr <= bound | {v} and not driven and self.wants_workspace(x, v):
+                if v in fr and fr <= bound | {v} and self.row_wise(x, v, driven):
                     cc = c.with_(values=values, workspaces=workspaces, softmax=softmax)
                     workspaces[x] = self.workspace(x, v, cc, block)
                     continue
@@ -1716,6 +1764,15 @@ class Lowerer:
                 if sm not in softmax:
                     softmax[sm] = self.softmax_stats(sm, v, c.with_(softmax=softmax), block, base_lat)
         return c.with_(softmax=softmax)
+
+    def row_wise(self, r: T.Reduce, v: str, driven: bool) -> bool:
+        """Whether ``r`` is evaluated row-wise into a workspace keyed by ``v`` before the loop over ``v``:
+        as an ``order`` directive places its indices (before ``v``: yes; a reduction fused in from another
+        statement has indices the directive does not name), else where its operands are stored
+        with a reduced index before ``v`` and nothing else drives that loop."""
+        if self.order is not None and self.order.names(r.vars + (v,)):
+            return r.op in WORKSPACE_REDUCTIONS and self.order.outside(r.vars, v)
+        return not driven and self.wants_workspace(r, v)
 
     def wants_workspace(self, r: T.Reduce, v: str) -> bool:
         if r.op not in WORKSPACE_REDUCTIONS:

@@ -65,6 +65,18 @@ def _read_by_columns(program: N.Program, name: str) -> bool:
     return bool(reads) and all(reads)
 
 
+def _ordered_outer(program: N.Program, name: str) -> str | None:
+    """The free index an ``order`` directive puts outermost in the statement defining ``name`` where it is
+    not the statement's first (rows would be assembled out of order), else None."""
+    order = [tuple(map(str, d.args)) for sch in program.schedules if sch.target == name
+             for d in sch.directives if d.name == "order"]
+    st = next((s for s in N.walk_assigns(program.body) if s.target == name), None)
+    if not order or st is None or len(st.idx) < 2:
+        return None
+    first = min(st.idx, key=lambda v: order[-1].index(v) if v in order[-1] else len(order[-1]))
+    return first if first != st.idx[0] else None
+
+
 def select_formats(program: N.Program, stats: Statistics | None = None,
                    bitmap_density: float | None = None) -> tuple[N.Program, list[Decision]]:
     """``bitmap_density``: the estimated density from which an intermediate is stored as a bitmap
@@ -109,6 +121,9 @@ def select_formats(program: N.Program, stats: Statistics | None = None,
             fmt, why = DENSE, "present at every coordinate, so index arrays would only add cost"
         elif (bitmap := _bitmap_reason(program, d, density.get(d.name), stats, bitmap_density)) is not None:
             fmt, why = BITMAP, bitmap
+        elif (outer := _ordered_outer(program, d.name)) is not None:
+            fmt, why = BITMAP, (f"its schedule's order puts {outer} outermost, and compressed rows are assembled "
+                                "row by row: written by coordinate")
         elif d.type.rank == 2 and _read_by_columns(program, d.name):
             fmt, why = Format("csc"), "sparse, and every later read walks its columns"
         elif d.type.rank == 2:

@@ -24,6 +24,7 @@ Done automatically only where it cannot add work, which is where the loops of th
   → SpMM, runs as one pass per row and the score matrix is never stored.
 
 ``schedule T: fuse X, Y`` forces ``X`` into ``Y`` (where legal; otherwise it is an error naming the reason).
+An intermediate whose schedule gives an ``order`` keeps its own loops (it is fused only when forced).
 Every fusion, and every ``fuse`` request, is reported to ``sparsedsl explain`` with its reason.
 """
 from __future__ import annotations
@@ -73,12 +74,15 @@ def _reader(program: N.Program, name: str) -> N.Assign:
 
 def _one_fusion(program: N.Program, forced) -> tuple[N.Program, Decision] | None:
     decls = {d.name: d for d in program.decls}
+    ordered = {sch.target for sch in program.schedules for d in sch.directives if d.name == "order"}
     body = list(program.body)
     for at, st in enumerate(body):
         if not isinstance(st, N.Assign) or _illegal(program, st.target) is not None:
             continue
         reader_at = next(k for k in range(at + 1, len(body)) if _reads(body[k], st.target))
         reader = body[reader_at]
+        if st.target in ordered and st.target not in forced:
+            continue  # its schedule orders its own loops, which computing it inside the reader's would lose
         why = _profitable(st.value, decls) or _elementwise_reader(reader, st.target)
         if why is None and st.target not in forced:
             continue
