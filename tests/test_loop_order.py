@@ -153,6 +153,8 @@ def test_loop_order_rules():
     assert o.free(("i", "j")) == ("i", "j") and LoopOrder(("j", "i")).free(("i", "j")) == ("j", "i")
     assert o.outside(("k",), "j") and not o.outside(("k",), "i") and not LoopOrder(("i", "j", "k")).outside(("k",), "j")
     assert o.follows(("i", "k", "j")) and o.follows(("i", "j")) and not o.follows(("k", "i"))
+    # an index the order does not name (a fused producer's own reduction) constrains nothing
+    assert o.follows(("i", "q", "k", "j")) and o.follows(("q", "i", "j")) and not o.follows(("q", "j", "i"))
     assert o.names(("i", "k")) and not o.names(("i", "q"))
     r = T.Reduce("sum", ("j", "k"), T.Lit(1.0, "f64"), "f64")
     assert o.reorder(r).vars == ("k", "j")

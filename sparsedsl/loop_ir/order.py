@@ -49,8 +49,9 @@ class LoopOrder:
         return all(self.rank(r) < self.rank(v) for r in reduce_vars)
 
     def follows(self, nest: tuple[str, ...]) -> bool:
-        """Whether a nest of loops (outermost first) runs in this order."""
-        ranks = [self.rank(v) for v in nest]
+        """Whether a nest of loops (outermost first) runs in this order, as far as the order names its
+        indices (a reduction fused in from another statement brings indices of its own)."""
+        ranks = [self.rank(v) for v in nest if v in self.indices]
         return ranks == sorted(ranks)
 
     def reorder(self, e: T.Expr) -> T.Expr:
