@@ -396,7 +396,7 @@ class Lowerer:
         """Whether ``st`` computes an accumulation's update (declared nowhere: format selection did not see
         it) whose ``order`` puts a column loop outside its rows: compressed rows could not be assembled in that
         order, so it is stored as a bitmap (written by coordinate) instead."""
-        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        order = self.order_of(st.target)
         if decl is not None or order is None or order.free(st.idx) == st.idx:
             return False
         self.notes.append((st.target, "layout", "bitmap", f"its order puts {order.free(st.idx)[0]} outermost, and "
@@ -455,11 +455,15 @@ class Lowerer:
                  for dr in sch.directives if dr.name == "block" and str(dr.args[0]) == v]
         return tiles[-1] if tiles else None
 
+    def order_of(self, target: str) -> LoopOrder | None:
+        """The ``order`` directive on ``target`` (an accumulation's update: on the accumulated name)."""
+        return self.orders.get(self._order_alias.get(target, target))
+
     def loop_indices(self, st: T.Assign, kind: str) -> tuple[str, ...]:
         """The free indices of ``st`` in the order its loops nest: an ``order`` directive's for a result
         written by coordinate (dense, bitmap), else the statement's (a compressed result is assembled row by
         row)."""
-        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        order = self.order_of(st.target)
         if order is None or kind not in ("dense", "bitmap"):
             return st.idx
         return order.free(st.idx)
@@ -565,7 +569,7 @@ class Lowerer:
         if st.op != "=" and st.target in self.storage:
             self.accumulation(st)
             return
-        order = self.orders.get(self._order_alias.get(st.target, st.target))
+        order = self.order_of(st.target)
         if order is not None:
             st = replace(st, value=order.reorder(st.value))
         for _attempt in range(16):
@@ -879,7 +883,7 @@ class Lowerer:
             out = replace(out, tag=self.fresh_tag(out))
         self.ranges = {v: dim_expr(d) for v, d in st.ranges}
         self.stmt = st
-        self.order = self.orders.get(self._order_alias.get(st.target, st.target))
+        self.order = self.order_of(st.target)
         self.acc_kind = self.accumulator(st.target)
         for v in st.idx:
             if v not in self.ranges:
