@@ -449,7 +449,8 @@ def test_explain_shows_the_cpu_accumulator_choice():
 def test_explain_says_what_became_of_loop_directives():
     src = ("input A: csr<f64>[N, K]\ninput X: dense<f64>[K, F]\noutput Y: dense<f64>[N, F]\n"
            "Y[i, f] = sum[k] A[i, k] * X[k, f]\nschedule Y:\n    {}\n")
-    cases = {"parallel i": "parallel i: applied", "parallel f": "parallel f: not applied",
+    cases = {"parallel i": "parallel i: applied", "parallel f": "parallel f: applied",
+             "parallel k": "parallel k: not applied",
              # row-wise (into a workspace over f), inner products per (i, f), by columns of the result
              "order i, k, f": "order i, k, f: applied — the loops run in this order",
              "order i, f, k": "order i, f, k: applied — the loops run in this order",

@@ -43,6 +43,8 @@ def nests(loops: str) -> list[tuple[str, ...]]:
     """The nests of loops over index variables in ``--emit loops`` text (``x_<name>`` loops), outermost first."""
     out, stack = [], []
     for line in loops.splitlines():
+        if not line.startswith(" "):  # a kernel's header, the host's: nests start over
+            stack = []
         m = LOOP.match(line)
         if not m:
             continue
@@ -176,3 +178,20 @@ def test_an_order_putting_columns_outermost_runs_on_intermediates_and_updates():
                                    want)
     with pytest.raises(sd.SdslError, match="compressed result is assembled row by row"):
         sd.loads(program("spgemm-csr", "jik")).compile("numba")
+
+
+def test_parallel_on_a_free_index_puts_its_loop_outermost():
+    """``parallel f`` without an order: the loop over f becomes the outermost one, split over the threads
+    (a dense result); on a csr result the rows stay outermost and the directive is reported not applied."""
+    src = ("input A: csr<f64>[N, K]\ninput X: dense<f64>[K, F]\noutput Y: dense<f64>[N, F]\n"
+           "Y[i, f] = sum[k] A[i, k] * X[k, f]\nschedule Y:\n    parallel f\n")
+    prog = sd.loads(src)
+    kernel = prog.compile("numba")
+    assert "parallel f: applied" in prog.explain()
+    own = [n for n in nests(kernel.executable.loops) if "f" in n]  # (not a transposed copy's loops)
+    assert own and all(n[0] == "f" for n in own), own
+    wide = RNG.random((9, 40))  # more columns than one chunk, so both threads take some
+    np.testing.assert_allclose(kernel(A=A, X=wide)["Y"], A @ wide)
+    csr = sd.loads(program("spgemm-csr", "ikj").replace("    order i, k, j\n", "    parallel j\n"))
+    assert "parallel j: not applied — a compressed result is assembled row by row" in csr.explain()
+    np.testing.assert_allclose(csr.compile("numba")(**INPUTS)["C"].toarray(), (A @ B).toarray())

@@ -460,13 +460,21 @@ class Lowerer:
         return self.orders.get(self._order_alias.get(target, target))
 
     def loop_indices(self, st: T.Assign, kind: str) -> tuple[str, ...]:
-        """The free indices of ``st`` in the order its loops nest: an ``order`` directive's for a result
-        written by coordinate (dense, bitmap), else the statement's (a compressed result is assembled row by
-        row)."""
-        order = self.order_of(st.target)
-        if order is None or kind not in ("dense", "bitmap"):
+        """The free indices of ``st`` in the order its loops nest. For a result written by coordinate (dense,
+        bitmap): an ``order`` directive's, else with the index a ``parallel`` directive names first (the
+        outermost loop is the one split over threads). Otherwise the statement's (a compressed result is
+        assembled row by row)."""
+        if kind not in ("dense", "bitmap"):
             return st.idx
-        return order.free(st.idx)
+        order = self.order_of(st.target)
+        if order is not None:
+            return order.free(st.idx)
+        target = self._order_alias.get(st.target, st.target)
+        named = [str(dr.args[0]) for sch in self.program.schedules if sch.target == target
+                 for dr in sch.directives if dr.name == "parallel"]
+        if named and named[-1] in st.idx:
+            return (named[-1],) + tuple(v for v in st.idx if v != named[-1])
+        return st.idx
 
     def loop_directives(self) -> None:
         """Say what became of the ``parallel``, ``order`` and ``block`` directives (spec § 8: a schedule never
@@ -491,7 +499,12 @@ class Lowerer:
                 outer = loops[0] if loops else None
                 text = dr.text
                 if dr.name == "parallel" and dr.args and dr.args[0] == outer and self.options.get("parallel", True):
-                    choice, why = "applied", f"the loop over {outer} is split over the threads (chunks of rows)"
+                    choice, why = "applied", (f"the loop over {outer} is outermost and split over the threads "
+                                              "(chunks of its range)")
+                elif dr.name == "parallel" and outer and stored is not None and stored.kind == "csr" \
+                        and dr.args[0] in st.idx:
+                    choice, why = "not applied", (f"a compressed result is assembled row by row: its loop over "
+                                                  f"{outer} is the one split over threads")
                 elif dr.name == "parallel":
                     choice, why = "not applied", (f"this target splits only the outermost loop ({outer}) over "
                                                   "threads" if outer else
