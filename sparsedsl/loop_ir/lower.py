@@ -451,9 +451,13 @@ class Lowerer:
         claims holds (by work where the rows walk compressed rows: a chunk per ``tile`` rows, of equal work)."""
         if st is None or not st.idx or v not in st.idx:
             return None
-        tiles = [int(dr.args[1]) for sch in self.program.schedules if sch.target == st.target
-                 for dr in sch.directives if dr.name == "block" and str(dr.args[0]) == v]
+        tiles = [int(args[1]) for args in self.directives(st.target, "block") if str(args[0]) == v]
         return tiles[-1] if tiles else None
+
+    def directives(self, target: str, name: str) -> list[tuple]:
+        """The arguments of every ``name`` directive in the schedules of ``target``, in program order."""
+        return [dr.args for sch in self.program.schedules if sch.target == target
+                for dr in sch.directives if dr.name == name]
 
     def order_of(self, target: str) -> LoopOrder | None:
         """The ``order`` directive on ``target`` (an accumulation's update: on the accumulated name)."""
@@ -469,9 +473,7 @@ class Lowerer:
         order = self.order_of(st.target)
         if order is not None:
             return order.free(st.idx)
-        target = self._order_alias.get(st.target, st.target)
-        named = [str(dr.args[0]) for sch in self.program.schedules if sch.target == target
-                 for dr in sch.directives if dr.name == "parallel"]
+        named = [str(args[0]) for args in self.directives(self._order_alias.get(st.target, st.target), "parallel")]
         if named and named[-1] in st.idx:
             return (named[-1],) + tuple(v for v in st.idx if v != named[-1])
         return st.idx
