@@ -651,3 +651,30 @@ def test_logsumexp_over_several_indices(empty):
         kept = A.data[A.data > 0.5]
         np.testing.assert_allclose(got["t"], logsumexp(kept) if kept.size else -np.inf, rtol=1e-12)
         np.testing.assert_allclose(got["r"], want_r, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- reductions over a dense matrix's rows
+
+COLUMNS = """
+input  X: dense<f32>[N, F]
+output h: dense<f32>[F]
+output m: dense<f32>[F]
+output c: dense<f64>[F]
+h[f] = sum[i] X[i, f]
+m[f] = max[i] X[i, f]
+c[f] = mean[i] X[i, f]
+"""
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("rows", [0, 1, 37])
+def test_column_reductions_of_a_dense_matrix(rows, parallel):
+    """A vector of column reductions of a dense matrix (graph readout: sum pooling over nodes). The row-wise
+    workspace of such a statement is the whole output: its generated code once indexed that output with no
+    index (a syntax error)."""
+    rng = np.random.default_rng(rows)
+    X = rng.uniform(-2, 2, (rows, 5)).astype(np.float32)
+    got = sd.loads(COLUMNS, name="columns").compile("numba", parallel=parallel)(X=X)
+    np.testing.assert_allclose(got["h"], X.sum(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["m"], X.max(axis=0) if rows else np.zeros(5, np.float32))
+    np.testing.assert_allclose(got["c"], X.mean(axis=0, dtype=np.float64) if rows else np.zeros(5), rtol=1e-6)

@@ -618,7 +618,8 @@ class Printer:
                 self.stmt(s, depth)
                 end, array, index, ident = plan
                 fill = self.fills.get(array)
-                row = f"{array}[{', '.join(self.expr(x) for x in index)}]"
+                # the whole output when the row has no index (a vector result of a reduction over rows)
+                row = f"{array}[{', '.join(self.expr(x) for x in index)}]" if index else array
                 if ident is not None:
                     # start the row at the reduction's exact identity (-0.0 for a float sum: -0.0 + x is x,
                     # signed zeros included) so that every contribution just combines, with no test of
