@@ -122,15 +122,25 @@ def _statement(env: list[Operand], target: str, draw) -> tuple[str, Operand]:
         if mats:
             a = draw(st.sampled_from(mats))
             p, q = a.dims
+            # reductions over a's last index, and over its first: aᵀ·b, aᵀ·v and a's columns, which walk a
+            # compressed matrix against its rows or reduce a dense one into a vector
             shapes = ([("mm", b) for b in mats if b.dims[0] == q] + [("mmT", b) for b in mats if b.dims[1] == q]
-                      + [("mv", v) for v in tensors if v.dims == (q,)])
+                      + [("mv", v) for v in tensors if v.dims == (q,)]
+                      + [("Tmm", b) for b in mats if b.dims[0] == p] + [("Tmv", v) for v in tensors if v.dims == (p,)]
+                      + [("col", a)])
             shape, b = draw(st.sampled_from(shapes))  # a·aᵀ is always among them
             if shape == "mm":
                 dims, body = (p, b.dims[1]), f"{a.name}[i, k] * {b.name}[k, j]"
             elif shape == "mmT":
                 dims, body = (p, b.dims[0]), f"{a.name}[i, k] * {b.name}[j, k]"
-            else:
+            elif shape == "mv":
                 dims, body = (p,), f"{a.name}[i, k] * {b.name}[k]"
+            elif shape == "Tmm":
+                dims, body = (q, b.dims[1]), f"{a.name}[k, i] * {b.name}[k, j]"
+            elif shape == "Tmv":
+                dims, body = (q,), f"{a.name}[k, i] * {b.name}[k]"
+            else:
+                dims, body = (q,), f"{a.name}[k, i]"
             if draw(st.integers(0, 5)) == 0 and red != "argmax":
                 # a whole reduction to a scalar of one operand
                 dims, body, b = (), f"{a.name}[i, k]", a
@@ -145,9 +155,10 @@ def _statement(env: list[Operand], target: str, draw) -> tuple[str, Operand]:
         dtype = {"count": "i64", "any": "bool", "argmax": "i64",
                  "mean": inner if inner in FLOATS else "f64"}.get(red, "i64" if inner == "bool" else inner)
         idx = ("i", "j")[:len(dims)]
-        if red_idx == "k" and "[i, k]" in body and draw(st.integers(0, 3)) == 0:
+        first = next((f"{a.name}[{x}]" for x in ("i, k", "k, i") if f"{a.name}[{x}]" in body), None)
+        if red_idx == "k" and first and draw(st.integers(0, 3)) == 0:
             # a mask inside the reduction, on one operand only
-            body = body.replace(f"{a.name}[i, k]", f"({a.name}[i, k] where k != i)", 1)
+            body = body.replace(first, f"({first} where k != i)", 1)
         text = f"{red}[{red_idx}] {body}"
         addends = [o for o in tensors if dims and o.dims == dims]
         if addends and draw(st.integers(0, 3)) == 0:
