@@ -195,3 +195,17 @@ def test_parallel_on_a_free_index_puts_its_loop_outermost():
     csr = sd.loads(program("spgemm-csr", "ikj").replace("    order i, k, j\n", "    parallel j\n"))
     assert "parallel j: not applied — a compressed result is assembled row by row" in csr.explain()
     np.testing.assert_allclose(csr.compile("numba")(**INPUTS)["C"].toarray(), (A @ B).toarray())
+
+
+def test_an_order_a_softmax_cannot_follow_is_refused_at_the_directive():
+    """softmax[j] needs its row's statistics before its coordinates: j iterated last. An order putting j
+    outside is refused at the directive (it was refused at the statement, as if the program were at fault)."""
+    src = ("input B: csr<f64>[N, K]\noutput X: dense<f64>[N, K]\nX[i, j] = softmax[j] B[i, j]\n"
+           "schedule X:\n    order j, i\n")
+    with pytest.raises(sd.SdslError) as err:
+        sd.loads(src).compile("numba")
+    assert err.value.span.line == 5, err.value.render()
+    assert "cannot run the loops of 'X' in the order j, i: the softmax along 'j'" in str(err.value)
+    fine = sd.loads(src.replace("order j, i", "order i, j"))
+    B = sp.random_array((6, 5), density=0.5, format="csr", rng=RNG)
+    np.testing.assert_allclose(fine.compile("numba")(B=B)["X"], fine.compile("ref")(B=B)["X"])

@@ -751,6 +751,16 @@ class Lowerer:
         order += [v for v in fr if v not in order and v != node.var]
         order.append(node.var)
         if st.value == node and tuple(order) == st.idx:
+            given = self.order_of(st.target)
+            if given is not None:
+                # the statement's own loops would iterate the coordinate last: the order is what asks otherwise
+                spans = [dr.span for sch in self.program.schedules
+                         if sch.target == self._order_alias.get(st.target, st.target)
+                         for dr in sch.directives if dr.name == "order"]
+                span = spans[-1] if spans else st.span
+                raise SdslTargetError(f"the numba target cannot run the loops of '{st.target}' in the order "
+                                      f"{', '.join(given.indices)}: the {type(node).__name__.lower()} along "
+                                      f"'{node.var}' needs its coordinate iterated last", span)
             raise SdslTargetError("the numba target cannot compute this statement: the "
                                   f"{type(node).__name__.lower()} along '{node.var}' reads coordinates "
                                   "that are not iterated before it", st.span)
