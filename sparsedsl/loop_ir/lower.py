@@ -333,6 +333,8 @@ class Lowerer:
         self.host: list[L.Stmt] = []
         self.params: list[L.Param] = []
         self._top: list[L.Stmt] = []
+        # statements whose row-wise reduction split its rows over the threads (split_rows): the index
+        self._split: dict[str, str] = {}
         self._prologue: list[L.Stmt] | None = None
         self._parallel = False
         # how the next outermost chunked loop takes its row ranges (see one_pass): None, or a dict with
@@ -500,7 +502,12 @@ class Lowerer:
                 loops = self.loop_indices(st, stored.kind if stored is not None else "")
                 outer = loops[0] if loops else None
                 text = dr.text
-                if dr.name == "parallel" and dr.args and dr.args[0] == outer and self.options.get("parallel", True):
+                if dr.name == "parallel" and dr.args and self._split.get(st.target) == dr.args[0]:
+                    choice, why = "applied", (f"no loop encloses the reduction over {dr.args[0]}: its rows are "
+                                              "split over the threads, a range each, and the partial results "
+                                              "merged in order")
+                elif dr.name == "parallel" and dr.args and dr.args[0] == outer \
+                        and self.options.get("parallel", True):
                     choice, why = "applied", (f"the loop over {outer} is outermost and split over the threads "
                                               "(chunks of its range)")
                 elif dr.name == "parallel" and outer and stored is not None and stored.kind == "csr" \
@@ -882,6 +889,7 @@ class Lowerer:
 
     def assign(self, st: T.Assign) -> None:
         self.precheck(st)
+        self._split.pop(st.target, None)
         self.copies = {k: v for k, v in self.copies.items() if k[0] != st.target}
         decl = self.decls.get(st.target)
         out = self.result_storage(st, decl)
@@ -1839,6 +1847,10 @@ class Lowerer:
 
         nest: list[L.Stmt] = []
         self.workspace_nest(r, v, c, nest, point)
+        if not c.bound and not c.pattern:
+            merged = self.split_rows(r, v, ws, nest, block)
+            if merged is not None:
+                return (merged, _acc(r.dtype))
         reason = self.acc_reason
         if kind in ("dense", "auto"):
             ranged = _whole_range(nest, ws, index_name(v))
@@ -1861,6 +1873,110 @@ class Lowerer:
         block.extend(nest)
         block.append(L.Compact(ws, values=not c.pattern, span=self.stmt.span))
         return (ws, _acc(r.dtype))
+
+    def split_rows(self, r: T.Reduce, v: str, ws: str, nest: list[L.Stmt], block: list[L.Stmt]) -> str | None:
+        """A row-wise reduction that no loop encloses (``y[j] = sum[i] A[i, j] * x[i]``, column sums, in-degree
+        counts) runs its rows on every thread: each thread takes a contiguous range of the rows over
+        ``r.vars[0]`` (of equal work where they walk compressed rows) and combines their contributions into a
+        dense row of its own that starts at the operator's identity — no workspace bookkeeping, the loop is
+        scipy's scatter. Whether anything reached a key is a flag stored beside its value; where every
+        contribution covers the whole row (a dense, unguarded loop over the key, as in column sums), one flag
+        for the row. The thread's row goes to a row of partials; those are merged in order, key by key,
+        straight into the arrays a compacted workspace leaves, which the statement reads as it would have read
+        the serial one. Returns that workspace's name, or None (``block`` untouched) where the rows are not a
+        plain dense loop, in serial kernels, or inside a parallel loop already."""
+        if self._prologue is not None or not self.options.get("parallel", True):
+            return None
+        rows = index_name(r.vars[0])
+        if len(nest) != 1 or not isinstance(nest[0], L.Forall) or nest[0].var != rows:
+            return None
+        it = nest[0].iteration
+        if it.kind != "dense" or it.drivers or it.followers or it.lookups or nest[0].jam is not None:
+            return None
+        span, dt, width, key, extent = self.stmt.span, _acc(r.dtype), self.ranges[v], index_name(v), it.extent
+        whole = _whole_range(nest, ws, key)  # the nest with "<ws>_first = False" after each whole row
+        op = "sum" if r.op == "count" else r.op
+        # -0.0 for a float sum: -0.0 + x is x, signed zeros included
+        ident = L.Const(-0.0, dt) if op == "sum" and is_float(dt) else _identity(op, dt, r.dtype)
+        part, nparts = self.names.fresh("w_part"), self.names.fresh("w_nparts")
+        lo, hi = self.names.fresh("w_lo"), self.names.fresh("w_hi")
+        parts = self.names.fresh("w_parts")
+        k, p_ = L.Var(key), L.Var(part)
+        const = (lambda x: L.Const(x, "i64"))
+        if whole:
+            # the row: value per key; flags: one per part, set where a row of the range contributed
+            flags, touched = self.names.fresh("w_parts_has"), self.names.fresh("w_touched")
+            row, row_shape, at = self.names.fresh("w_row"), (width,), (lambda key_: (key_,))
+            flagged = L.Load(flags, (p_,))
+        else:
+            # the row: (value, flag) per key, side by side, so that the flag's store hits the cache line the
+            # value's brought in (a separate flag array cost a third more than the scatter itself); the
+            # thread's row of partials itself (a scatter does not vectorize: no copy of its own is needed)
+            row_shape, at, row = (width, const(2)), (lambda key_: (p_, key_, I64_ZERO)), parts
+            flagged = L.Cast(L.Load(parts, (p_, k, I64_ONE)), "bool")
+        one = L.Const(True if dt == "bool" else 1, dt)
+
+        def scatter(stmts) -> tuple[L.Stmt, ...]:
+            out: list[L.Stmt] = []
+            for s in stmts:
+                if isinstance(s, L.Accumulate) and s.ws == ws:
+                    out.append(L.Store(row, at(s.key), _combine(op, L.Load(row, at(s.key)), s.value, dt), span=span))
+                    if not whole:
+                        out.append(L.Store(row, (p_, s.key, I64_ONE), one, span=span))
+                elif isinstance(s, L.Set) and s.name == ws + "_first":
+                    out.append(L.Set(touched, TRUE))
+                elif isinstance(s, (L.Forall, L.For)):
+                    out.append(replace(s, body=scatter(s.body)))
+                elif isinstance(s, L.If):
+                    out.append(replace(s, then=scatter(s.then), orelse=scatter(s.orelse)))
+                else:
+                    out.append(s)
+            return tuple(out)
+
+        ptrs = _row_pointers(list(nest[0].body), rows)
+        if ptrs:
+            p, q = (ptrs * 2)[:2]
+            cuts = [L.Op("row_split", (L.Op("+", (p_, const(c)), "i64"), L.Var(nparts), extent, L.Var(p), L.Var(q)),
+                         "i64") for c in (0, 1)]
+        else:
+            cuts = [L.Op("//", (L.Op("*", (extent, L.Op("+", (p_, const(c)), "i64")), "i64"), L.Var(nparts)), "i64")
+                    for c in (0, 1)]
+        dense = (lambda *body: L.Forall(key, L.Iteration("dense", width), tuple(body), span=span))
+        zero = L.Const(False if dt == "bool" else 0, dt)
+        cut = [L.Let(lo, "i64", cuts[0]), L.Let(hi, "i64", cuts[1])]
+        if whole:
+            # the thread's own row (allocated in the loop: LLVM knows it overlaps no input, so that the dense
+            # loop over the key vectorizes), copied to the partials at the end
+            body = [L.Alloc(row, dt, (width,), span=span), dense(L.Store(row, at(k), ident)), *cut,
+                    L.Let(touched, "bool", FALSE),
+                    L.For(rows, L.Var(lo), L.Var(hi), scatter(whole[0].body), span=span),
+                    L.Store(flags, (p_,), L.Var(touched)),
+                    dense(L.Store(parts, (p_, k), L.Load(row, (k,))))]
+        else:
+            body = [dense(L.Store(parts, at(k), ident), L.Store(parts, (p_, k, I64_ONE), zero)), *cut,
+                    L.For(rows, L.Var(lo), L.Var(hi), scatter(nest[0].body), span=span)]
+        block.append(L.Let(nparts, "i64", L.Op("max2", (L.Op("min2", (L.Var("nthreads"), extent), "i64"), I64_ONE),
+                                                "i64")))
+        block.append(L.Alloc(parts, dt, (L.Var(nparts),) + row_shape, span=span))
+        if whole:
+            block.append(L.Alloc(flags, "bool", (L.Var(nparts),), span=span))
+        block.append(L.For(part, I64_ZERO, L.Var(nparts), tuple(body), parallel=True, span=span))
+        self._parallel = True
+        # the merge (a count adds the parts' counts), into the arrays a compacted workspace leaves
+        merged = self.names.fresh("w_ws")
+        n, acc, has = merged + "_n", self.names.fresh("w_acc"), self.names.fresh("w_has")
+        take = (L.Set(acc, _combine(op, L.Var(acc), L.Load(parts, (p_, k) if whole else at(k)), dt)), L.Set(has, TRUE))
+        keep = (L.Store(merged + "_cidx", (L.Var(n),), k), L.Store(merged + "_cval", (L.Var(n),), L.Var(acc)),
+                L.Set(n, L.Op("+", (L.Var(n), I64_ONE), "i64")))
+        block.extend((L.Let(n, "i64", I64_ZERO), L.Alloc(merged + "_cidx", "i64", (width,), span=span),
+                      L.Alloc(merged + "_cval", dt, (width,), span=span),
+                      dense(L.Let(acc, dt, ident), L.Let(has, "bool", FALSE),
+                            L.For(part, I64_ZERO, L.Var(nparts), (L.If(flagged, take),)), L.If(L.Var(has), keep))))
+        self._split[self.stmt.target] = r.vars[0]
+        self.notes.append((self.stmt.target, "parallel", f"rows of {r.vars[0]} split over the threads",
+                           f"no loop encloses the reduction over {r.vars[0]}: each thread combines a range of its "
+                           "rows into a dense row of partial results, merged in order after", span))
+        return merged
 
     def workspace_nest(self, r: T.Reduce, v: str, c: Ctx, block: list[L.Stmt], point) -> None:
         vars_ = list(r.vars) + [v]
