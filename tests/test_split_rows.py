@@ -115,3 +115,22 @@ def test_serial_kernels_and_enclosed_reductions_are_not_split():
     spgemm = sd.loads("input A: csr<f64>[M, M]\noutput C: csr<f64>[M, M]\nC[i, j] = sum[k] A[i, k] * A[k, j]\n")
     assert "split over the threads" not in spgemm.explain()
 
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_scalar_reduction_of_column_reductions(parallel):
+    """A reduction to a scalar whose loop walks the keys of a row-wise reduction hoisted before it: its outer
+    loop is not a dense range, so it runs as one serial loop (it was an internal error, an AssertionError, on
+    either kind of kernel)."""
+    A = MATRICES["empty-rows"]
+    x = RNG.uniform(-1, 1, A.shape[0])
+    dense = A.toarray()
+    present = (dense != 0).any(axis=0)
+    col_max = np.where(dense != 0, dense, -np.inf).max(axis=0)[present]
+    cases = {"input A: csr<f64>[M, N]\noutput t: f64\nt = sum[j] (max[i] A[i, j])\n": col_max.sum(),
+             "input A: csr<f64>[M, N]\ninput x: dense<f64>[M]\noutput t: f64\nt = max[j] (sum[i] A[i, j] * x[i])\n":
+             (A.T @ x)[present].max(),
+             "input X: dense<f64>[M, N]\noutput t: f64\nt = sum[j] (max[i] X[i, j])\n": dense.max(axis=0).sum()}
+    for src, want in cases.items():
+        kernel = sd.loads(src).compile("numba", parallel=parallel)
+        inputs = {"X": dense} if "X:" in src else ({"A": A, "x": x} if "x:" in src else {"A": A})
+        np.testing.assert_allclose(kernel(**inputs)["t"], want, rtol=1e-12)

@@ -1615,8 +1615,10 @@ class Lowerer:
         if outer and kind == "dense" and not fcur:
             self.chunked(v, c2, block, inner, partials)
             return
-        if partials:
-            raise AssertionError("internal error: a parallel reduction's outer loop is not a dense range")
+        # a reduction to a scalar whose outer loop turned out not to be a dense range (it walks the keys of a
+        # row-wise reduction hoisted before it, as in sum[j] (max[i] A[i, j])): one serial loop, the partials
+        # then plain accumulators
+        block.extend(L.Let(name, dt, ident) for name, dt, ident, _op in partials)
         body: list[L.Stmt] = []
         inner(c2, body)
         block.append(L.Forall(index_name(v), iteration, tuple(body), span=self.stmt.span))
