@@ -134,3 +134,36 @@ def test_a_scalar_reduction_of_column_reductions(parallel):
         kernel = sd.loads(src).compile("numba", parallel=parallel)
         inputs = {"X": dense} if "X:" in src else ({"A": A, "x": x} if "x:" in src else {"A": A})
         np.testing.assert_allclose(kernel(**inputs)["t"], want, rtol=1e-12)
+
+
+COUNTS = [
+    "input A: csr<f64>[M, N]\ninput x: dense<f64>[M]\noutput d: csr<i64>[N]\nd[j] = count[i] (A[i, j] where x[i] > 0)\n",
+    "input A: csr<f64>[M, N]\ninput y: dense<i64>[N]\noutput d: dense<i64>[N] fill -7\nd[j] = count[i] A[i, j] + y[j]\n",
+    "input A: csr<f64>[M, N]\noutput d: dense<i64>[N] fill -7\nd[j] = count[i] A[i, j]\n",
+    "input A: dense<f64>[M, N]\noutput d: dense<i64>[N] fill -7\nd[j] = count[i] (A[i, j] where A[i, j] > 0.5)\n",
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("src", COUNTS, ids=["masked-csr", "union", "fill", "value-mask"])
+def test_split_counts_keep_presence_without_a_flag(src, threads):
+    """A split count stores no presence flag (a key's count is zero exactly where nothing reached it): keys
+    no row reaches keep the output's fill, stay out of a csr result, and a union still sees them absent."""
+    A = MATRICES["empty-rows"]
+    args = {"A": A.toarray() if "dense<f64>[M" in src else A}
+    if "x:" in src:
+        args["x"] = RNG.uniform(-1, 1, A.shape[0])
+    if "y:" in src:
+        args["y"] = np.arange(A.shape[1], dtype=np.int64)
+    prog = sd.loads(src)
+    assert "split over the threads" in prog.explain()
+    kernel = prog.compile("numba")
+    numba.set_num_threads(threads)
+    try:
+        got = kernel(**args)["d"]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    want = prog.compile("ref")(**args)["d"]
+    dense = (lambda v: v.toarray() if hasattr(v, "toarray") else np.asarray(v))
+    np.testing.assert_array_equal(dense(got), dense(want))
+    assert (dense(want) == -7).any() or "csr" in src or "y:" in src  # some key is absent

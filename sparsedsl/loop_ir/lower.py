@@ -1910,6 +1910,10 @@ class Lowerer:
             flags, touched = self.names.fresh("w_parts_has"), self.names.fresh("w_touched")
             row, row_shape, at = self.names.fresh("w_row"), (width,), (lambda key_: (key_,))
             flagged = L.Load(flags, (p_,))
+        elif r.op == "count":
+            # the row: a count per key, which is its own flag (a key nothing reached counts 0)
+            row_shape, at, row = (width,), (lambda key_: (p_, key_)), parts
+            flagged = L.Op("!=", (L.Load(parts, (p_, k)), I64_ZERO), "bool")
         else:
             # the row: (value, flag) per key, side by side, so that the flag's store hits the cache line the
             # value's brought in (a separate flag array cost a third more than the scatter itself); the
@@ -1923,7 +1927,7 @@ class Lowerer:
             for s in stmts:
                 if isinstance(s, L.Accumulate) and s.ws == ws:
                     out.append(L.Store(row, at(s.key), _combine(op, L.Load(row, at(s.key)), s.value, dt), span=span))
-                    if not whole:
+                    if len(row_shape) == 2:
                         out.append(L.Store(row, (p_, s.key, I64_ONE), one, span=span))
                 elif isinstance(s, L.Set) and s.name == ws + "_first":
                     out.append(L.Set(touched, TRUE))
@@ -1955,8 +1959,9 @@ class Lowerer:
                     L.Store(flags, (p_,), L.Var(touched)),
                     dense(L.Store(parts, (p_, k), L.Load(row, (k,))))]
         else:
-            body = [dense(L.Store(parts, at(k), ident), L.Store(parts, (p_, k, I64_ONE), zero)), *cut,
-                    L.For(rows, L.Var(lo), L.Var(hi), scatter(nest[0].body), span=span)]
+            first = (L.Store(parts, at(k), ident),) + ((L.Store(parts, (p_, k, I64_ONE), zero),)
+                                                        if len(row_shape) == 2 else ())
+            body = [dense(*first), *cut, L.For(rows, L.Var(lo), L.Var(hi), scatter(nest[0].body), span=span)]
         block.append(L.Let(nparts, "i64", L.Op("max2", (L.Op("min2", (L.Var("nthreads"), extent), "i64"), I64_ONE),
                                                 "i64")))
         block.append(L.Alloc(parts, dt, (L.Var(nparts),) + row_shape, span=span))
@@ -1967,7 +1972,8 @@ class Lowerer:
         # the merge (a count adds the parts' counts), into the arrays a compacted workspace leaves
         merged = self.names.fresh("w_ws")
         n, acc, has = merged + "_n", self.names.fresh("w_acc"), self.names.fresh("w_has")
-        take = (L.Set(acc, _combine(op, L.Var(acc), L.Load(parts, (p_, k) if whole else at(k)), dt)), L.Set(has, TRUE))
+        take = (L.Set(acc, _combine(op, L.Var(acc), L.Load(parts, (p_, k) if whole else at(k)), dt)),
+                L.Set(has, TRUE))
         keep = (L.Store(merged + "_cidx", (L.Var(n),), k), L.Store(merged + "_cval", (L.Var(n),), L.Var(acc)),
                 L.Set(n, L.Op("+", (L.Var(n), I64_ONE), "i64")))
         block.extend((L.Let(n, "i64", I64_ZERO), L.Alloc(merged + "_cidx", "i64", (width,), span=span),
