@@ -1703,8 +1703,7 @@ class Lowerer:
             # heavy rows of a power-law graph do not leave the other threads idle; one_pass gives the prefix
             # sum of each row's multiply-adds instead (a row then weighs one plus twice its work)
             p, q = (weights, weights) if weights else (ptrs * 2)[:2]
-            at = [L.Op("row_split", (L.Op("+", (L.Var(chunk), L.Const(k, "i64")), "i64"), L.Var(nchunks), extent,
-                                     L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
+            at = _work_cuts(chunk, nchunks, extent, p, q)
             blocks_body = (L.Let(lo, "i64", at[0]), L.Let(hi, "i64", at[1]),
                            L.For(index_name(v), L.Var(lo), L.Var(hi), tuple(rows)))
             if chunks is not None:
@@ -1942,8 +1941,7 @@ class Lowerer:
         ptrs = _row_pointers(list(nest[0].body), rows)
         if ptrs:
             p, q = (ptrs * 2)[:2]
-            cuts = [L.Op("row_split", (L.Op("+", (p_, const(c)), "i64"), L.Var(nparts), extent, L.Var(p), L.Var(q)),
-                         "i64") for c in (0, 1)]
+            cuts = _work_cuts(part, nparts, extent, p, q)
         else:
             cuts = [L.Op("//", (L.Op("*", (extent, L.Op("+", (p_, const(c)), "i64")), "i64"), L.Var(nparts)), "i64")
                     for c in (0, 1)]
@@ -2688,6 +2686,13 @@ def chunk_count(extent: L.Expr, tile: int | None = None) -> L.Expr:
         return L.Op("max2", (blocks, I64_ONE), "i64")
     per_thread = L.Op("*", (L.Const(CHUNKS_PER_THREAD, "i64"), L.Var("nthreads")), "i64")
     return L.Op("max2", (L.Op("min2", (blocks, per_thread), "i64"), I64_ONE), "i64")
+
+
+def _work_cuts(chunk: str, nchunks: str, extent: L.Expr, p: str, q: str) -> list[L.Expr]:
+    """The first row of chunk ``chunk`` and of the next, when rows [0, extent) are cut into ``nchunks``
+    contiguous ranges of equal work, a row weighing 1 plus its entries in the row-pointer arrays p and q."""
+    return [L.Op("row_split", (L.Op("+", (L.Var(chunk), L.Const(k, "i64")), "i64"), L.Var(nchunks), extent,
+                               L.Var(p), L.Var(q)), "i64") for k in (0, 1)]
 
 
 def _row_pointers(rows: list[L.Stmt], row: str) -> list[str]:
