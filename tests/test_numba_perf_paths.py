@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparsedsl as sd
+from sparsedsl.backends.numba.subscripts import signed_subscripts
 
 SPMM = """
 input  A: csr<f64>[N, N]
@@ -68,7 +69,7 @@ def _dense_of(result) -> np.ndarray:
 
 
 def test_spmm_takes_the_whole_row_workspace(spmm):
-    src = spmm.executable.source
+    src = signed_subscripts(spmm.executable.source)
     assert "_first" in src and "_mark" not in src
 
 
@@ -91,7 +92,7 @@ def test_spmm_empty_rows_are_zero_and_a_single_product_keeps_its_sign(spmm):
 
 
 def test_whole_row_workspace_with_max_into_csr(spmm_max):
-    assert "_first" in spmm_max.executable.source
+    assert "_first" in signed_subscripts(spmm_max.executable.source)
     n, f = 37, 3
     A = _random_csr(n, n, 0.08, seed=5)
     X = np.random.default_rng(6).standard_normal((n, f))
@@ -109,7 +110,8 @@ def test_whole_row_workspace_with_max_into_csr(spmm_max):
 
 
 def test_spgemm_auto_is_unswitched_and_sorts_rows_through_bitmaps(spgemm):
-    src = sd.loads(SPGEMM, name="perf_spgemm_2p").compile(target="numba", assembly="two-pass").executable.source
+    two_pass = sd.loads(SPGEMM, name="perf_spgemm_2p").compile(target="numba", assembly="two-pass")
+    src = signed_subscripts(two_pass.executable.source)
     count = src[src.index("def k0_C_count"):src.index("def k0_C_fill")]
     fill = src[src.index("def k0_C_fill"):src.index("def run")]
     # the numeric phase puts long rows in order through the bitmaps, short ones by insertion
@@ -158,7 +160,7 @@ def test_spgemm_mixed_rows_match_scipy(spgemm, n, seed):
 @pytest.mark.parametrize("accumulator", ["dense", "hash", "sort"])
 def test_forced_accumulators_agree_with_scipy(accumulator):
     kernel = sd.loads(SPGEMM, name=f"perf_spgemm_{accumulator}").compile(target="numba", accumulator=accumulator)
-    assert "_first" not in kernel.executable.source
+    assert "_first" not in signed_subscripts(kernel.executable.source)
     A = _random_csr(70, 70, 0.06, seed=11)
     A = A.tolil()
     A[2, :] = 1.5
@@ -174,12 +176,12 @@ def test_gathered_rows_of_a_large_matrix_are_prefetched(spmm):
     the results on a matrix above the threshold, and on one below, equal scipy's."""
     from sparsedsl.backends.numba import codegen
 
-    assert "_prefetch(val_X, " in spmm.executable.source
+    assert "_prefetch(val_X, " in signed_subscripts(spmm.executable.source)
     att = sd.loads("input G: csr<bool>[N, N]\ninput Q: dense<f32>[N, D]\ninput K: dense<f32>[N, D]\n"
                    "input V: dense<f32>[N, D]\noutput O: dense<f32>[N, D]\n"
                    "S[i, j] = sum[d] Q[i, d] * K[j, d] where G[i, j]\nP[i, j] = softmax[j] S[i, j]\n"
                    "O[i, d] = sum[j] P[i, j] * V[j, d]\n", name="perf_att_prefetch")
-    src = att.compile(target="numba").executable.source
+    src = signed_subscripts(att.compile(target="numba").executable.source)
     assert "_prefetch(val_K, " in src and "_prefetch(val_V, " in src
     rng = np.random.default_rng(5)
     for n, f in [(codegen.PREFETCH_BYTES // (8 * 16) + 1000, 16), (300, 16)]:
@@ -219,7 +221,7 @@ def test_a_result_under_a_structural_mask_takes_the_masks_rows():
     the entries equal numpy's dots on random masks with empty rows and on an empty mask, and a reduction over
     an empty range (D = 0) leaves every row empty, as the reference says."""
     k = sd.loads(SDDMM, name="perf_sddmm_rows").compile(target="numba")
-    count = _kernel_source(k.executable.source, "k0_S_count")
+    count = _kernel_source(signed_subscripts(k.executable.source), "k0_S_count")
     assert "ptr_G[" in count and "idx_G" not in count
     rng = np.random.default_rng(3)
     for n, m, density in [(40, 30, 0.2), (1, 1, 1.0), (25, 7, 0.0), (60, 90, 0.02)]:
@@ -249,9 +251,9 @@ def test_a_result_that_is_not_exactly_the_mask_is_counted(stmt, counted_from):
     prog = ("input G: csr<bool>[N, N]\ninput A: csr<f64>[N, N]\ninput Q: dense<f64>[N, D]\n"
             "input K: dense<f64>[N, D]\noutput S: csr<f64>[N, N]\n" + stmt + "\n")
     k = sd.loads(prog, name="perf_sddmm_not_rows").compile(target="numba")
-    name = next(ln[4:].split("(")[0] for ln in k.executable.source.splitlines()
+    name = next(ln[4:].split("(")[0] for ln in signed_subscripts(k.executable.source).splitlines()
                 if ln.startswith("def k") and ln.split("(")[0].endswith("_S_count"))
-    assert counted_from in _kernel_source(k.executable.source, name)
+    assert counted_from in _kernel_source(signed_subscripts(k.executable.source), name)
     rng = np.random.default_rng(4)
     G = _random_csr(30, 30, 0.2, seed=5).astype(bool)
     A = _random_csr(30, 30, 0.2, seed=6)
@@ -270,7 +272,7 @@ def test_constant_values_are_not_loaded_and_changing_ones_are():
     ``False`` entries stored (still pattern entries: they count as 1)."""
     tri = sd.loads("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
                    "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n", name="perf_const_tri")
-    src = tri.compile(target="numba").executable.source
+    src = signed_subscripts(tri.compile(target="numba").executable.source)
     assert "val_L[" not in _kernel_source(src, "k2_t") and "val_A[" not in src
     changing = [
         "input A: csr<bool>[N, N]\noutput Y: csr<i64>[N, N]\nX[i, j] = i64(A[i, j])\n"
@@ -301,7 +303,7 @@ def test_rows_walked_by_a_lookup_loop_are_prefetched():
     tri = sd.loads("input A: csr<bool>[N, N]\noutput t: i64\nL[i, j] = i64(A[i, j]) where j < i\n"
                    "t = sum[i, j] (sum[k] L[i, k] * L[j, k] where L[i, j])\n", name="perf_tri_prefetch")
     k = tri.compile(target="numba")
-    src = k.executable.source
+    src = signed_subscripts(k.executable.source)
     assert "_prefetch_at(idx_L, ptr_L[" in src and "_prefetch_at(ptr_L, " in src
     assert re.search(r"idx_L = np\.empty\(.*dtype=np\.int32 if", src)
     for n, density in [(2200, 0.2), (300, 0.05)]:
@@ -318,16 +320,16 @@ def test_rows_walked_by_a_lookup_loop_are_prefetched():
 def test_spgemm_reads_accumulated_values_where_they_accumulated(spgemm):
     """The numeric kernel hoists A[i, k] out of the walk of row k, and the dense accumulator's sorted keys
     index its values directly instead of gathering them into a row first (the hash table still gathers)."""
-    src = spgemm.executable.source
+    src = signed_subscripts(spgemm.executable.source)
     fill = src[src.index("def k0_C_fill"):src.index("def k0_C_place")]
     assert re.search(r"w_c_\d+_inv0 = val_A\[w_c_\d+_p\]", fill)
     assert "w_ws_val[w_ws_cidx[" in fill
     assert "w_ws_dcval[w_ws_t] =" not in fill
     assert "w_ws_hcval[w_ws_t] =" in fill
     dense = sd.loads(SPGEMM, name="perf_spgemm_direct_dense").compile(target="numba", accumulator="dense")
-    assert "_dcval[w_ws_t] =" not in dense.executable.source
+    assert "_dcval[w_ws_t] =" not in signed_subscripts(dense.executable.source)
     hashed = sd.loads(SPGEMM, name="perf_spgemm_direct_hash").compile(target="numba", accumulator="hash")
-    assert "w_ws_val[w_ws_cidx[" not in hashed.executable.source
+    assert "w_ws_val[w_ws_cidx[" not in signed_subscripts(hashed.executable.source)
 
 
 @pytest.mark.parametrize("accumulator", [None, "dense", "hash"])
@@ -381,8 +383,8 @@ def test_a_jammed_step_accumulates_once_only_when_reassociating():
     """The four copies of a jammed SpMM step add their products together first, then to the output element,
     with ``reassoc`` on; with it off every contribution still goes to the element in the row's order."""
     program = sd.loads(SPMM_OF.format(dt="f32", op="sum"), name="perf_merge")
-    on = program.compile(target="numba").executable.source
-    off = program.compile(target="numba", reassoc=False).executable.source
+    on = signed_subscripts(program.compile(target="numba").executable.source)
+    off = signed_subscripts(program.compile(target="numba", reassoc=False).executable.source)
     merged = re.compile(r"w_ws_v = .*x_j_u0.*x_j_u1.*x_j_u2.*x_j_u3")
     assert merged.search(on)
     assert not merged.search(off) and "x_j_u3" in off
@@ -426,7 +428,7 @@ def test_f32_exp_is_within_one_ulp_and_keeps_numpys_special_values():
     overflow and underflow as numpy gives them."""
     kernel = sd.loads("input X: dense<f32>[N]\noutput Y: dense<f32>[N]\nY[i] = exp(X[i])\n",
                       name="perf_exp32").compile(target="numba")
-    assert "_exp32(" in kernel.executable.source
+    assert "_exp32(" in signed_subscripts(kernel.executable.source)
     rng = np.random.default_rng(3)
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-8, -1e-8, 1.0, -1.0,
                         88.72283172607421875, 88.72283935546875, 89.0, 1000.0,
@@ -451,7 +453,7 @@ def test_attentions_exponentials_run_over_the_cached_row():
     """The softmax pass of attention reads its cached scores at pos - start with the start read once, and
     takes its exponentials through _exp32 (LLVM then vectorizes the pass)."""
     example = Path(__file__).resolve().parent.parent / "examples" / "graph_attention.sdsl"
-    src = sd.load(str(example)).compile(target="numba").executable.source
+    src = signed_subscripts(sd.load(str(example)).compile(target="numba").executable.source)
     m = re.search(r"(w_c_\d+)_s = ptr_G\[x_i\]\n\s*for \1_p in range\(\1_s, ", src)
     assert m
     assert re.search(r"_exp32\(np\.float32\(\(w_row\[\(" + m.group(1) + r"_p - " + m.group(1) + r"_s\)\]", src)

@@ -7,7 +7,8 @@ except LLVM's ``reassoc`` flag on kernels, see ``render_module``; the numpy erro
 zero gives inf/nan/0 as numpy does instead of raising), and a plain Python ``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
 
 Every name printed comes from the loop IR, whose lowering mangled it from validated IR names; nothing is
-pasted from user text. The output is deterministic (golden-testable).
+pasted from user text. The output is deterministic (golden-testable). Kernel lines index arrays with unsigned
+positions (``a[_u(i)]``, ``subscripts.py``): Numba then compiles no wrap of negative indices.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from dataclasses import replace
 import numpy as np
 
 from sparsedsl.loop_ir import nodes as L
+
+from .subscripts import WRAP, unsigned_subscripts
 
 # f16 and bf16 live in float32 arrays (Numba has no CPU float16): arithmetic runs in float32 and every result
 # is rounded to the nearest f16 / bf16 value (``_rf16``, ``_rbf16``), as the reference interpreter rounds
@@ -1875,6 +1878,9 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     flags = "{'reassoc'}" if reassoc else "False"
     p.reassoc = reassoc
     p.line(0, f"_KJIT = dict(cache=_CACHE, fastmath={flags}, error_model=\"numpy\")")
+    if module.kernels:
+        p.line(0, "# kernels index with unsigned positions: no wrap of negative indices to compute (subscripts.py)")
+        p.line(0, f"{WRAP} = np.uint64")
     for k in module.kernels:
         p.line(0, "")
         p.line(0, "")
@@ -1882,7 +1888,9 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
         p.line(0, f"@numba.njit(parallel={par}, **_KJIT)")
         p.line(0, f"def {k.name}({', '.join(k.params)}):")
         p.ws_kind = {}
+        body_at = len(p.lines)
         p.stmts(k.body, 1)
+        p.lines[body_at:] = [unsigned_subscripts(text) for text in p.lines[body_at:]]
     params = ", ".join(q.name for q in module.params)
     p.line(0, "")
     p.line(0, "")
