@@ -30,6 +30,8 @@ _CLOSE = {"(": ")", "[": "]", "{": "}"}
 
 def unsigned_subscripts(line: str) -> str:
     """``line`` with the positions of every plain-name subscript wrapped in ``_u(...)`` (see module doc)."""
+    if "[" not in line:
+        return line
     out, _ = _scan(line, 0, None)
     return out
 
