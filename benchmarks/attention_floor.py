@@ -72,12 +72,19 @@ def gather_floor_kernel(prefetch):
     return floor
 
 
+def floor_for(compiled):
+    """The floor loop with the prefetch of ``compiled``'s (cpu.py's attention program's) generated module."""
+    return gather_floor_kernel(compiled.executable._pymod._prefetch)
+
+
 def run(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the sample matrices and R-MAT 2^16 only")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--matrix", action="append", default=[],
+                        help="run only this matrix (repeatable): a data file's name without .mtx.gz, rmat-16, rmat-18")
     args = parser.parse_args(argv)
 
     import sparsedsl as sd
@@ -85,9 +92,14 @@ def run(argv=None) -> list[dict]:
     threads = cpu.configure_threads(args.threads)
     protocol = cpu.Protocol(args.warmup, args.repeats, max_call_seconds=60.0)
     compiled = sd.loads(cpu.PROGRAMS["attention"], name="bench_attention").compile(target="numba")
-    floor = gather_floor_kernel(compiled.executable._pymod._prefetch)
+    floor = floor_for(compiled)
     scales = cpu.RMAT_SCALES[:1] if args.quick else cpu.RMAT_SCALES
     specs = cpu.matrix_specs(cpu._default_data_dir(), scales, cpu.RMAT_PROBABILITIES, [])
+    if args.matrix:
+        unknown = set(args.matrix) - {s.name for s in specs}
+        if unknown:
+            parser.error(f"unknown matrix {', '.join(sorted(unknown))}")
+        specs = [s for s in specs if s.name in args.matrix]
     rows = []
     print(f"threads: {threads['sparsedsl']}; {threads['torch']}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"{'matrix':<13} {'nnz':>8} {'sparsedsl ms':>12} {'torch ms':>9} {'floor ms':>9} "
