@@ -1,6 +1,8 @@
 """Shared test set-up: paths, a private compilation cache per test, small graphs, and a CLI runner."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from hypothesis import settings
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = ROOT / "sparsedsl" / "data"
+BENCHMARKS = ROOT / "benchmarks"
 
 # Property tests stay fast on the 2-core CI machine; a test that needs more examples says so itself.
 settings.register_profile("sparsedsl", deadline=None, max_examples=40)
@@ -72,3 +75,22 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 1
     env.setdefault("PYTHONHASHSEED", "0")
     return subprocess.run([sys.executable, "-m", "sparsedsl", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def benchmark_module(filename: str):
+    """A script of benchmarks/ imported as a module, with benchmarks/ first on sys.path as when it runs as a
+    script (it imports its siblings, cpu.py and rmat.py, by name); both undone on exit."""
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(BENCHMARKS))
+    name = "sparsedsl_benchmarks_" + filename.removesuffix(".py")
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / filename)
+        module = importlib.util.module_from_spec(spec)
+        # dataclasses resolve string annotations through sys.modules while the module executes
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+        sys.path[:] = saved_path
