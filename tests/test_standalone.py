@@ -293,3 +293,46 @@ def test_canonical_rows_are_taken_as_they_are_and_others_are_put_in_order(tmp_pa
         np.testing.assert_array_equal(ptr, want.indptr)
         np.testing.assert_array_equal(cols, want.indices)
         np.testing.assert_array_equal(data, want.data)
+
+
+def _corrupted(make, field: str, position: int, value: int):
+    """A scipy value whose index array ``field`` was changed in place after construction: scipy checks its
+    structure when it builds one, not later, and its conversions (tocoo, toarray) trust what they find."""
+    m = make()
+    getattr(m, field)[position] = value
+    return m
+
+
+def test_corrupted_scipy_structure_is_refused_before_scipy_or_a_kernel_reads_it(tmp_path):
+    """A falling indptr or an index past the end made scipy's own conversions write out of bounds inside
+    compute(): 'double free or corruption' for a csr input, a silently wrong dense matrix for a dense one."""
+    source = """
+input  X: dense<f64>[N, N]
+input  A: csr<f64>[N, N]
+input  v: csr<f64>[N]
+output y: dense<f64>[N]
+y[i] = sum[j] (X[i, j] + A[i, j]) * v[j]
+"""
+    eye = np.eye(4)
+    good = {"X": eye, "A": sp.csr_array(eye), "v": sp.csr_array(np.ones((1, 4)))}
+    csr = lambda: sp.csr_array(eye)  # noqa: E731
+    bad = [
+        ("X", _corrupted(csr, "indptr", 2, 10), "indptr decreases at position 3 (10 -> 3)"),
+        ("X", _corrupted(lambda: sp.coo_array(eye), "col", 2, 50), "coordinate of dimension 1 is out of range"),
+        ("A", _corrupted(csr, "indptr", 2, 10), "indptr decreases at position 3"),
+        ("A", _corrupted(csr, "indptr", 4, 9), "indptr runs from 0 to 9"),
+        ("A", _corrupted(csr, "indices", 1, -3), "column index is out of range [0, 4)"),
+        ("A", _corrupted(lambda: sp.csc_array(eye), "indptr", 2, 10), "csc indptr decreases"),
+        ("A", _corrupted(lambda: sp.csc_array(eye), "indices", 1, 70), "row index is out of range"),
+        ("A", _corrupted(lambda: sp.bsr_array(eye, blocksize=(2, 2)), "indices", 1, 7),
+         "block column index is out of range [0, 2)"),
+        ("A", _corrupted(lambda: sp.coo_array(eye), "row", 0, -1), "coordinate of dimension 0 is out of range"),
+        ("v", _corrupted(lambda: sp.csr_array(np.ones((1, 4))), "indices", 3, 4), "column index is out of range"),
+        ("v", _corrupted(lambda: sp.csr_array(np.ones(4)), "indptr", 1, 7), "indptr runs from 0 to 7"),
+    ]
+    job = (str(_write(tmp_path, "corrupt", source)), good, [dict(good, **{name: m}) for name, m, _ in bad])
+    got = _run_child(tmp_path, {"corrupt": job})
+    np.testing.assert_allclose(got["corrupt"]["y"], eye.sum(axis=1) * 2)
+    for (name, _, text), error in zip(bad, got["corrupt:errors"]):
+        assert error is not None and error[0] == "ValueError", (name, text, error)
+        assert f"input {name!r}" in error[1] and text in error[1], (text, error)

@@ -185,6 +185,50 @@ def _index(a):
     return np.ascontiguousarray(a) if a.dtype in (np.int32, np.int64) else np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _check_structure(name, value):
+    """A scipy csr, csc, bsr or coo value's index arrays, checked before scipy or a kernel reads them: scipy's
+    own conversions (tocoo, toarray) trust them, and a falling indptr or an index past the end makes them
+    write out of bounds (a crash, or a silently wrong matrix). Objects scipy checks on every change (lil,
+    dok, dia) and anything else pass through."""
+    fmt = getattr(value, "format", None)
+    if fmt not in ("csr", "csc", "bsr", "coo") or not hasattr(value, "shape"):
+        return
+    shape = tuple(int(n) for n in value.shape)
+    if fmt == "coo":
+        coords = tuple(value.coords) if hasattr(value, "coords") else (value.row, value.col)
+        nnz = np.asarray(value.data).shape[0]
+        for d, (c, n) in enumerate(zip(coords, shape)):
+            c = np.asarray(c)
+            if c.shape != (nnz,):
+                raise ValueError(f"input {name!r}: coordinate array {d} has shape {c.shape}, expected ({nnz},)")
+            if nnz and (c.min() < 0 or c.max() >= n):
+                raise ValueError(f"input {name!r}: a coordinate of dimension {d} is out of range [0, {n})")
+        return
+    if fmt == "bsr":
+        bm, bn = (int(b) for b in value.blocksize)
+        major, minor, label = shape[0] // bm, shape[1] // bn, "block column"
+    elif len(shape) == 1:
+        major, minor, label = 1, shape[0], "index"
+    else:
+        major, minor = (shape[0], shape[1]) if fmt == "csr" else (shape[1], shape[0])
+        label = "column" if fmt == "csr" else "row"
+    ptr, idx = np.asarray(value.indptr), np.asarray(value.indices)
+    stored = min(idx.shape[0], np.asarray(value.data).shape[0]) if idx.ndim == 1 else -1
+    if ptr.ndim != 1 or ptr.shape[0] != major + 1 or stored < 0:
+        raise ValueError(f"input {name!r}: its {fmt} indptr has shape {ptr.shape}, expected ({major + 1},)")
+    falls = np.flatnonzero(ptr[1:] < ptr[:-1])
+    if falls.size:
+        k = int(falls[0])
+        raise ValueError(f"input {name!r}: its {fmt} indptr decreases at position {k + 1} "
+                         f"({int(ptr[k])} -> {int(ptr[k + 1])})")
+    if ptr[0] != 0 or ptr[-1] > stored:
+        raise ValueError(f"input {name!r}: its {fmt} indptr runs from {int(ptr[0])} to {int(ptr[-1])}, "
+                         f"expected 0 to at most the {stored} stored entries")
+    nnz = int(ptr[-1])
+    if nnz and (idx[:nnz].min() < 0 or idx[:nnz].max() >= minor):
+        raise ValueError(f"input {name!r}: a {label} index is out of range [0, {minor})")
+
+
 def _coords(name, value, rank):
     """The entries of a sparse or dense value: (coordinate arrays, values, shape), duplicates summed later."""
     if hasattr(value, "tocoo"):
@@ -255,6 +299,7 @@ def _bind_input(name, value, fmt, fparams, dtype, shape, sizes, needed):
     if fmt in ("blockdiag", "nm"):
         raise TypeError(f"input {name!r} is {fmt}: no type outside sparsedsl holds one with its structure "
                         "guaranteed; give run() its arrays")
+    _check_structure(name, value)
     if not shape:
         a = _cast(name, value, dtype)
         if a.size != 1:
