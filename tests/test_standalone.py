@@ -336,3 +336,31 @@ y[i] = sum[j] (X[i, j] + A[i, j]) * v[j]
     for (name, _, text), error in zip(bad, got["corrupt:errors"]):
         assert error is not None and error[0] == "ValueError", (name, text, error)
         assert f"input {name!r}" in error[1] and text in error[1], (text, error)
+
+
+def test_valid_edge_structures_pass_the_check(tmp_path):
+    """The structure check refuses only what scipy's conversions cannot read safely: empty matrices, a 1-D
+    csr, spare capacity after indptr[-1] (which scipy tolerates) and every index dtype pass."""
+    path = _write(tmp_path, "spgemm", (EXAMPLES / "spgemm.sdsl").read_text())
+    spec = importlib.util.spec_from_file_location("standalone_check", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    spare = sp.csr_array((np.array([1.0, 2.0]), np.array([0, 1]), np.array([0, 1, 2])), shape=(2, 3))
+    # room for a third entry (index 5, out of range) past indptr[-1]: not part of the matrix
+    spare.indices, spare.data = np.array([0, 1, 5], dtype=spare.indices.dtype), np.array([1.0, 2.0, 9.0])
+    valid = [sp.csr_array((0, 0)), sp.csr_array((3, 0)), sp.csc_array((0, 4)), sp.coo_array((2, 2)),
+             sp.bsr_array((4, 4), blocksize=(2, 2)), sp.csr_array(np.array([1.0, 0.0, 2.0])), spare,
+             sp.csr_array(np.eye(3)).astype(np.float32), sp.coo_array(np.array([0.0, 3.0])),
+             sp.lil_array(np.eye(2)), sp.dok_array(np.eye(2)), np.eye(2), [[1.0]]]
+    for value in valid:
+        m._check_structure("A", value)
+    # rows out of order with room after them: scipy's tocoo read the room as entries (garbage row indices)
+    room = sp.csr_array((np.array([1.0, 2.0]), np.array([2, 0]), np.array([0, 2, 2])), shape=(2, 3))
+    room.indices, room.data = np.array([2, 0, 7], dtype=room.indices.dtype), np.array([1.0, 2.0, 9.0])
+    B = sp.csr_array(np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(m.compute(A=room, B=B)["C"].toarray(), [[2 * 0 + 8, 2 * 1 + 9, 2 * 2 + 10,
+                                                                          2 * 3 + 11], [0, 0, 0, 0]])
+    assert room.indices.tolist() == [2, 0, 7] and room.data.tolist() == [1.0, 2.0, 9.0]  # not modified
+    with pytest.raises(ValueError, match="input 'A': a column index is out of range"):
+        spare.indptr[-1] = 3  # now the out-of-range entry is part of the matrix
+        m._check_structure("A", spare)

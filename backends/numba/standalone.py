@@ -229,6 +229,18 @@ def _check_structure(name, value):
         raise ValueError(f"input {name!r}: a {label} index is out of range [0, {minor})")
 
 
+def _trimmed(value):
+    """A scipy csr, csc or bsr value without the spare room some keep after indptr[-1] (not part of the
+    matrix; scipy's tocoo reads it as entries): the same object when there is none, else a new one over
+    slices of its arrays (the user's value is not changed)."""
+    if getattr(value, "format", None) not in ("csr", "csc", "bsr"):
+        return value
+    end = int(value.indptr[-1])
+    if value.indices.shape[0] == end and value.data.shape[0] == end:
+        return value
+    return type(value)((value.data[:end], value.indices[:end], value.indptr), shape=value.shape)
+
+
 def _coords(name, value, rank):
     """The entries of a sparse or dense value: (coordinate arrays, values, shape), duplicates summed later."""
     if hasattr(value, "tocoo"):
@@ -300,6 +312,7 @@ def _bind_input(name, value, fmt, fparams, dtype, shape, sizes, needed):
         raise TypeError(f"input {name!r} is {fmt}: no type outside sparsedsl holds one with its structure "
                         "guaranteed; give run() its arrays")
     _check_structure(name, value)
+    value = _trimmed(value)
     if not shape:
         a = _cast(name, value, dtype)
         if a.size != 1:
