@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sparsedsl as sd
 from conftest import EXAMPLES
@@ -364,3 +366,58 @@ def test_valid_edge_structures_pass_the_check(tmp_path):
     with pytest.raises(ValueError, match="input 'A': a column index is out of range"):
         spare.indptr[-1] = 3  # now the out-of-range entry is part of the matrix
         m._check_structure("A", spare)
+
+
+MATVEC = """
+input  A: csr<f64>[N, M]
+input  x: dense<f64>[M]
+output y: dense<f64>[N]
+y[i] = sum[j] A[i, j] * x[j]
+"""
+
+
+@st.composite
+def _raw_csr(draw):
+    """A scipy csr whose arrays were replaced after construction: any row pointer and indices, valid or not
+    (scipy checks only when it builds one)."""
+    n, m = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    length = draw(st.integers(0, 7))
+    indptr = draw(st.lists(st.integers(-1, 8), min_size=n + 1, max_size=n + 1)) if draw(st.booleans()) else \
+        [0, *sorted(draw(st.lists(st.integers(0, length), min_size=n, max_size=n)))]
+    if draw(st.integers(0, 9)) == 0:
+        indptr = indptr + [length]  # one entry too many
+    indices = draw(st.lists(st.integers(-1, m + 1), min_size=length, max_size=length))
+    A = sp.csr_array((n, m))
+    A.indptr = np.array(indptr, dtype=np.int32)
+    A.indices = np.array(indices, dtype=np.int32)
+    A.data = np.arange(1.0, length + 1)
+    return A
+
+
+def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path):
+    """compute()'s structure check against sparsedsl's binder, on csr values whose arrays are anything: both
+    refuse the same ones (a wrong one read by scipy or a kernel is memory corruption, not an error), and
+    where both accept, the stand-alone module's answer is sparsedsl's."""
+    path = _write(tmp_path, "matvec", MATVEC)
+    spec = importlib.util.spec_from_file_location("standalone_matvec", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernel = sd.loads(MATVEC, name="matvec").compile(target="numba")
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(_raw_csr())
+    def check(A):
+        x = np.arange(1.0, A.shape[1] + 1)
+        try:
+            want = kernel(A=A, x=x)["y"]
+        except sd.SdslInputError:
+            want = None
+        try:
+            got = module.compute(A=A, x=x)["y"]
+        except ValueError:
+            got = None
+        assert (want is None) == (got is None), (A.indptr, A.indices, want, got)
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+
+    check()
