@@ -377,25 +377,27 @@ y[i] = sum[j] A[i, j] * x[j]
 
 
 @st.composite
-def _raw_csr(draw):
-    """A scipy csr whose arrays were replaced after construction: any row pointer and indices, valid or not
-    (scipy checks only when it builds one)."""
-    n, m = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+def _raw_compressed(draw, kind: str):
+    """A scipy csr or csc whose arrays were replaced after construction: any pointers and indices, valid or
+    not (scipy checks only when it builds one)."""
+    major, minor = draw(st.integers(0, 4)), draw(st.integers(0, 4))
     length = draw(st.integers(0, 7))
-    indptr = draw(st.lists(st.integers(-1, 8), min_size=n + 1, max_size=n + 1)) if draw(st.booleans()) else \
-        [0, *sorted(draw(st.lists(st.integers(0, length), min_size=n, max_size=n)))]
+    indptr = draw(st.lists(st.integers(-1, 8), min_size=major + 1, max_size=major + 1)) if draw(st.booleans()) \
+        else [0, *sorted(draw(st.lists(st.integers(0, length), min_size=major, max_size=major)))]
     if draw(st.integers(0, 9)) == 0:
-        indptr = indptr + [length]  # one entry too many
-    indices = draw(st.lists(st.integers(-1, m + 1), min_size=length, max_size=length))
-    A = sp.csr_array((n, m))
+        indptr = indptr + [length]  # one pointer too many
+    indices = draw(st.lists(st.integers(-1, minor + 1), min_size=length, max_size=length))
+    A = sp.csr_array((major, minor)) if kind == "csr" else sp.csc_array((minor, major))
     A.indptr = np.array(indptr, dtype=np.int32)
     A.indices = np.array(indices, dtype=np.int32)
     A.data = np.arange(1.0, length + 1)
     return A
 
 
-def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path):
-    """compute()'s structure check against sparsedsl's binder, on csr values whose arrays are anything: both
+@pytest.mark.parametrize("kind", ["csr", "csc"])
+def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path, kind):
+    """compute()'s structure check against sparsedsl's binder, on csr and csc values (a csc is turned into
+    rows) whose arrays are anything: both
     refuse the same ones (a wrong one read by scipy or a kernel is memory corruption, not an error), and
     where both accept, the stand-alone module's answer is sparsedsl's."""
     path = _write(tmp_path, "matvec", MATVEC)
@@ -405,7 +407,7 @@ def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path):
     kernel = sd.loads(MATVEC, name="matvec").compile(target="numba")
 
     @settings(max_examples=300, deadline=None, derandomize=True)
-    @given(_raw_csr())
+    @given(_raw_compressed(kind))
     def check(A):
         x = np.arange(1.0, A.shape[1] + 1)
         try:
