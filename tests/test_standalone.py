@@ -397,9 +397,8 @@ def _raw_compressed(draw, kind: str):
 @pytest.mark.parametrize("kind", ["csr", "csc"])
 def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path, kind):
     """compute()'s structure check against sparsedsl's binder, on csr and csc values (a csc is turned into
-    rows) whose arrays are anything: both
-    refuse the same ones (a wrong one read by scipy or a kernel is memory corruption, not an error), and
-    where both accept, the stand-alone module's answer is sparsedsl's."""
+    rows) whose arrays are anything: both refuse the same ones (a wrong one read by scipy or a kernel is
+    memory corruption, not an error), and where both accept, the stand-alone module's answer is sparsedsl's."""
     path = _write(tmp_path, "matvec", MATVEC)
     spec = importlib.util.spec_from_file_location("standalone_matvec", path)
     module = importlib.util.module_from_spec(spec)
