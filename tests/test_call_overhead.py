@@ -149,6 +149,16 @@ def test_spare_capacity_after_indptr_end_is_ignored(spmm):
     X = features(3)
     want = np.array([[1.0, 0, 0], [0, 0, 2.0], [0, 0, 0]], dtype=np.float32) @ X
     np.testing.assert_allclose(spmm(A=A, X=X).Y, want, rtol=1e-6)
+    # a bsr likewise (it was refused: "indptr[-1] is 2 but 3 entries are stored"); the room's block column
+    # 7 is out of range, so reading it would be an error
+    B = sp.bsr_array((4, 4), blocksize=(2, 1), dtype=np.float32)
+    B.indptr = np.array([0, 1, 2], dtype=np.int32)
+    B.indices = np.array([0, 2, 7], dtype=np.int32)
+    B.data = np.arange(1.0, 7.0, dtype=np.float32).reshape(3, 2, 1)
+    X4 = features(4)
+    want = np.array([[1.0, 0, 0, 0], [2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 4.0, 0]], dtype=np.float32) @ X4
+    np.testing.assert_allclose(spmm(A=B, X=X4).Y, want, rtol=1e-6)
+    assert B.indices.tolist() == [0, 2, 7]
 
 
 def test_other_dtypes_and_index_widths_take_the_general_path(spmm):

@@ -378,8 +378,8 @@ y[i] = sum[j] A[i, j] * x[j]
 
 @st.composite
 def _raw_compressed(draw, kind: str):
-    """A scipy csr or csc whose arrays were replaced after construction: any pointers and indices, valid or
-    not (scipy checks only when it builds one)."""
+    """A scipy csr, csc, bsr (2x1 blocks) or coo whose arrays were replaced after construction: any pointers,
+    indices and coordinates, valid or not (scipy checks only when it builds one)."""
     major, minor = draw(st.integers(0, 4)), draw(st.integers(0, 4))
     length = draw(st.integers(0, 7))
     indptr = draw(st.lists(st.integers(-1, 8), min_size=major + 1, max_size=major + 1)) if draw(st.booleans()) \
@@ -387,17 +387,27 @@ def _raw_compressed(draw, kind: str):
     if draw(st.integers(0, 9)) == 0:
         indptr = indptr + [length]  # one pointer too many
     indices = draw(st.lists(st.integers(-1, minor + 1), min_size=length, max_size=length))
-    A = sp.csr_array((major, minor)) if kind == "csr" else sp.csc_array((minor, major))
+    if kind == "coo":
+        A = sp.coo_array((major, minor))
+        rows = draw(st.lists(st.integers(-1, major + 1), min_size=length, max_size=length))
+        A.coords = (np.array(rows, dtype=np.int32), np.array(indices, dtype=np.int32))
+        A.data = np.arange(1.0, length + 1)
+        return A
+    if kind == "bsr":
+        A = sp.bsr_array((2 * major, minor), blocksize=(2, 1))
+        A.data = np.arange(1.0, 2 * length + 1).reshape(length, 2, 1)
+    else:
+        A = sp.csr_array((major, minor)) if kind == "csr" else sp.csc_array((minor, major))
+        A.data = np.arange(1.0, length + 1)
     A.indptr = np.array(indptr, dtype=np.int32)
     A.indices = np.array(indices, dtype=np.int32)
-    A.data = np.arange(1.0, length + 1)
     return A
 
 
-@pytest.mark.parametrize("kind", ["csr", "csc"])
+@pytest.mark.parametrize("kind", ["csr", "csc", "bsr", "coo"])
 def test_compute_refuses_what_the_binder_refuses_and_agrees_elsewhere(tmp_path, kind):
-    """compute()'s structure check against sparsedsl's binder, on csr and csc values (a csc is turned into
-    rows) whose arrays are anything: both refuse the same ones (a wrong one read by scipy or a kernel is
+    """compute()'s structure check against sparsedsl's binder, on csr, csc, bsr and coo values (all but csr
+    turned into rows) whose arrays are anything: both refuse the same ones (a wrong one read by scipy or a kernel is
     memory corruption, not an error), and where both accept, the stand-alone module's answer is sparsedsl's."""
     path = _write(tmp_path, "matvec", MATVEC)
     spec = importlib.util.spec_from_file_location("standalone_matvec", path)

@@ -429,6 +429,16 @@ def _is_scipy_sparse(value) -> bool:
     return sp is not None and sp.issparse(value)
 
 
+def _without_spare(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray):
+    """(indices, values) without the spare room scipy tolerates after indptr[-1] in a csr, csc or bsr (not
+    part of the matrix); as given when there is none or indptr is malformed (validation reports that)."""
+    if indptr.ndim == 1 and indptr.size:
+        end = int(indptr[-1])
+        if 0 <= end < min(indices.shape[0], values.shape[0]):
+            return indices[:end], values[:end]
+    return indices, values
+
+
 def _from_scipy(m, name: str, dtype: str, pattern: bool) -> Tensor:
     what = f"input {name}"
     shape = tuple(int(s) for s in m.shape)
@@ -436,12 +446,7 @@ def _from_scipy(m, name: str, dtype: str, pattern: bool) -> Tensor:
     if fmt in ("csr", "csc"):
         indptr = _index_array(m.indptr, what, "indptr")
         indices = _index_array(m.indices, what, "indices")
-        data = np.asarray(m.data)
-        # scipy tolerates spare capacity after indptr[-1]; it is not part of the matrix
-        if indptr.ndim == 1 and indptr.size:
-            end = int(indptr[-1])
-            if 0 <= end < min(indices.shape[0], data.shape[0]):
-                indices, data = indices[:end], data[:end]
+        indices, data = _without_spare(indptr, indices, np.asarray(m.data))
         if indptr.dtype != indices.dtype:
             indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
         cls = CSR if fmt == "csr" else CSC
@@ -452,9 +457,9 @@ def _from_scipy(m, name: str, dtype: str, pattern: bool) -> Tensor:
     if fmt == "bsr":
         indptr = _index_array(m.indptr, what, "indptr")
         indices = _index_array(m.indices, what, "indices")
+        indices, blocks = _without_spare(indptr, indices, np.asarray(m.data))
         if indptr.dtype != indices.dtype:
             indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
-        blocks = np.asarray(m.data)
         return BSR._raw(indptr=indptr, indices=indices, blocks=_values(blocks, dtype, name, pattern), shape=shape,
                         blocksize=tuple(int(b) for b in m.blocksize), dtype=dtype)
     if fmt != "coo":
