@@ -9,11 +9,12 @@ features) reads, for every stored (i, j), the rows K[j] and V[j]: 512 bytes per 
 pattern scatters. Fusion removes the score matrix between the steps, not those reads; torch's composition
 (sampled_addmm, a scatter softmax, sparse.mm) makes the same reads in two passes. The floor timed here is a
 Numba loop that does only that: for each row, add up K[j] + V[j] over its entries (parallel over rows, four
-entries at a time, the rows eight entries ahead prefetched: of the variants tried on this machine, none
-was faster). It does no multiplication and no exponential, so no kernel that reads each K and V row once
-per entry, in row order, is expected to run faster; ``torch / floor`` is then about the largest speedup over
-torch such a kernel can show. It is a measurement, not a proof: a kernel that reorders the work so that K
-and V rows are reused from cache (column-blocked visits, a reordered graph) reads less.
+entries at a time, the rows eight entries ahead prefetched, unsigned subscripts and a constant row width as
+in the generated kernels: of the variants tried on this machine, none was faster). It does no
+multiplication and no exponential, so no kernel that reads each K and V row once per entry, in row order,
+is expected to run faster; ``torch / floor`` is then about the largest speedup over torch such a kernel can
+show. It is a measurement, not a proof: a kernel that reorders the work so that K and V rows are reused
+from cache (column-blocked visits, a reordered graph) reads less.
 
 Same protocol as cpu.py (median of ``--repeats`` after ``--warmup``, OMP_WAIT_POLICY=PASSIVE unless set,
 2 threads for every library); sparsedsl is timed as a user calls it, and its result is checked against the
@@ -38,43 +39,47 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as cpu.py: before any Ope
 import cpu  # noqa: E402
 
 
-def gather_floor_kernel(prefetch):
-    """The floor loop, compiled on first use; ``prefetch(arr, i, j)`` asks for the cache line of arr[i, j]
-    (the generated kernels' own intrinsic, taken from the compiled attention module)."""
+def gather_floor_kernel(prefetch, width: int, itemsize: int = 4):
+    """The floor loop for rows of ``width`` values of ``itemsize`` bytes, compiled on first use, written as
+    the generated kernels are (unsigned subscripts, a constant trip count); ``prefetch(arr, i, j)`` asks for
+    the cache line of arr[i, j] (the generated kernels' own intrinsic, taken from the compiled module)."""
     import numba
     from numba import prange
+
+    u = np.uint64
+    step = 64 // itemsize  # values per cache line
 
     @numba.njit(parallel=True, fastmath={"reassoc"}, cache=False)
     def floor(indptr, indices, K, V, out):
         n = indptr.shape[0] - 1
-        width = K.shape[1]
         nnz = indices.shape[0]
         for i in prange(n):
             acc = np.zeros(width, dtype=K.dtype)
             p, end = indptr[i], indptr[i + 1]
             while p + 4 <= end:
-                j0, j1, j2, j3 = indices[p], indices[p + 1], indices[p + 2], indices[p + 3]
+                j0, j1, j2, j3 = u(indices[p]), u(indices[p + 1]), u(indices[p + 2]), u(indices[p + 3])
                 if p + 12 <= nnz:
                     for t in range(p + 8, p + 12):
                         ahead = np.int64(indices[t])
-                        for line in range(0, width, 16):
+                        for line in range(0, width, step):
                             prefetch(K, ahead, np.int64(line))
                             prefetch(V, ahead, np.int64(line))
                 for d in range(width):
-                    acc[d] += (K[j0, d] + V[j0, d] + K[j1, d] + V[j1, d]) + (K[j2, d] + V[j2, d] + K[j3, d] + V[j3, d])
+                    e = u(d)
+                    acc[e] += (K[j0, e] + V[j0, e] + K[j1, e] + V[j1, e]) + (K[j2, e] + V[j2, e] + K[j3, e] + V[j3, e])
                 p += 4
             for q in range(p, end):
-                j = indices[q]
+                j = u(indices[q])
                 for d in range(width):
-                    acc[d] += K[j, d] + V[j, d]
+                    acc[u(d)] += K[j, u(d)] + V[j, u(d)]
             out[i, :] = acc
 
     return floor
 
 
-def floor_for(compiled):
+def floor_for(compiled, width: int = cpu.FEATURES):
     """The floor loop with the prefetch of ``compiled``'s (cpu.py's attention program's) generated module."""
-    return gather_floor_kernel(compiled.executable._pymod._prefetch)
+    return gather_floor_kernel(compiled.executable._pymod._prefetch, width)
 
 
 def run(argv=None) -> list[dict]:
