@@ -467,6 +467,21 @@ def test_networkx_graphs():
     np.testing.assert_array_equal(t.values, [[0, 1, 0], [0, 0, 1], [0, 0, 1]])
 
 
+def test_networkx_graphs_without_nodes_or_with_unreadable_weights():
+    # networkx raises NetworkXError for the adjacency of a graph with no nodes; it is the 0 x 0 matrix
+    for g in (nx.Graph(), nx.DiGraph(), nx.MultiGraph()):
+        for fmt, dtype in (("csr", "bool"), ("csr", "f64"), ("dense", "f32")):
+            t, sizes = bind1(g, T(fmt, dtype, "N", "N"))
+            assert sizes == {"N": 0} and t.shape == (0, 0), (g, fmt, dtype)
+    t, sizes = bind1(nx.empty_graph(3), T("csr", "f64", "N", "N"))
+    assert sizes == {"N": 3} and t.nnz == 0
+    w = nx.Graph()
+    w.add_edge(0, 1, weight="heavy")
+    with pytest.raises(SdslInputError, match="input A: cannot read the networkx graph's adjacency"):
+        bind1(w, T("csr", "f64", "N", "N"))
+    bind1(w, T("csr", "bool", "N", "N"))  # a pattern reads no weight
+
+
 # ---------------------------------------------------------------- to_user
 
 def sample(fmt: str, dtype: str = "f32"):

@@ -517,7 +517,14 @@ def _from_networkx(g, name: str, dtype: str, pattern: bool) -> Tensor:
     import networkx as nx
 
     use_pattern = pattern or dtype == "bool"
-    adj = nx.to_scipy_sparse_array(g, nodelist=list(g), weight=None if use_pattern else "weight", format="csr")
+    if len(g) == 0:  # networkx refuses to build the adjacency of a graph without nodes: it is 0 x 0
+        return CSR._raw(indptr=np.zeros(1, dtype=np.int64), indices=np.zeros(0, dtype=np.int64),
+                        data=_values(np.zeros(0, dtype=np.float64), dtype, name, pattern), shape=(0, 0), dtype=dtype)
+    try:
+        adj = nx.to_scipy_sparse_array(g, nodelist=list(g), weight=None if use_pattern else "weight",
+                                       format="csr")
+    except (TypeError, ValueError, nx.NetworkXError) as exc:  # an edge weight that is not a number, say
+        raise SdslInputError(f"input {name}: cannot read the networkx graph's adjacency: {exc}") from None
     if use_pattern:
         adj.data = np.ones(adj.data.shape, dtype=bool)
     return _from_scipy(adj, name, dtype, pattern)
