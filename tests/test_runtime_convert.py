@@ -436,6 +436,13 @@ def test_torch_uncoalesced_coo_and_bf16_and_no_modification():
     np.testing.assert_array_equal(got.values, [[1, 2]])
 
 
+def test_torch_tensor_without_values_is_an_input_error():
+    # a meta tensor has a shape and no data: torch raised NotImplementedError through the binder
+    for ttype in (T("dense", "f32", "M", "N"), T("csr", "f32", "M", "N")):
+        with pytest.raises(SdslInputError, match="input A: cannot copy the torch tensor from device 'meta'"):
+            bind1(torch.empty(2, 2, device="meta"), ttype)
+
+
 # ---------------------------------------------------------------- networkx
 
 def test_networkx_graphs():

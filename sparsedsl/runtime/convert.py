@@ -477,7 +477,11 @@ def _from_torch(t, name: str, dtype: str, sparse_target: bool, pattern: bool) ->
     what = f"input {name}"
     t = t.detach()
     if t.device.type != "cpu":
-        t = t.cpu()
+        try:
+            t = t.cpu()
+        except (NotImplementedError, RuntimeError) as exc:  # a meta tensor has no values to copy
+            raise SdslInputError(f"{what}: cannot copy the torch tensor from device '{t.device}' to the CPU: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     layout = t.layout
     shape = tuple(int(s) for s in t.shape)
     if layout == torch.strided:
