@@ -366,6 +366,8 @@ def test_valid_edge_structures_pass_the_check(tmp_path):
     with pytest.raises(ValueError, match="input 'A': a column index is out of range"):
         spare.indptr[-1] = 3  # now the out-of-range entry is part of the matrix
         m._check_structure("A", spare)
+    with pytest.raises(ValueError, match=r"input 'A' has 0 dimension\(s\), the program declares 2"):
+        m.compute(A=3.0, B=B)  # numpy's own message ("Calling nonzero on 0d arrays") named no input
 
 
 MATVEC = """

@@ -252,6 +252,8 @@ def _coords(name, value, rank):
         coords = tuple(coo.coords) if hasattr(coo, "coords") else (coo.row, coo.col)
         return coords, np.asarray(coo.data), shape
     a = _array(name, value, "numbers")
+    if a.ndim != rank:
+        raise ValueError(f"input {name!r} has {a.ndim} dimension(s), the program declares {rank}")
     coords = np.nonzero(a)
     return coords, a[coords], a.shape
 
