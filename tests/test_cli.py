@@ -318,6 +318,15 @@ def test_run_bad_input_is_a_user_error(tmp_path, cli_main):
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr, value
 
 
+def test_run_random_inputs_numpy_cannot_draw_are_input_errors(cli_main):
+    # numpy raised ValueError ("array is too big", "expected non-negative integer"): an internal error
+    for value, sizes in (("A=random:1", ("N=100000000000", "F=4")), ("A=random:-5", ("N=6", "F=3"))):
+        result = cli_main("run", str(EXAMPLES / "spmm.sdsl"), "--input", value, "X=random:2", "--size", *sizes)
+        assert result.returncode == 1, (value, result.stderr)
+        assert "input A: cannot draw" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+
+
 def test_run_scalar_input_type_errors(cli_main):
     result = cli_main("run", str(EXAMPLES / "bfs.sdsl"), "--input", "A=random:1", "source=1.5",
                                   "--size", "N=8")

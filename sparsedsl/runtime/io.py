@@ -71,7 +71,11 @@ def read_value(text: str, decl: nodes.Decl, sizes: dict[str, int], size_override
             seed = int(seed_text, 0)
         except ValueError:
             raise SdslInputError(f"input {name}: 'random:{seed_text}' needs an integer seed", decl.span) from None
-        return random_value(decl, seed, sizes, size_overrides)
+        try:
+            return random_value(decl, seed, sizes, size_overrides)
+        except (MemoryError, ValueError, OverflowError) as exc:  # numpy: "array is too big", a seed out of range
+            raise SdslInputError(f"input {name}: cannot draw 'random:{seed_text}' for sizes "
+                                 f"{ {**sizes, **size_overrides} }: {type(exc).__name__}: {exc}", decl.span) from None
     scalar = parse_scalar(text)
     if scalar is not None and (decl.type.is_scalar or not os.path.exists(text)):
         if not decl.type.is_scalar:
