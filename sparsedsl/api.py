@@ -33,8 +33,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from sparsedsl.core.errors import (SdslError, SdslInputError, SdslNameError, SdslTargetError, SdslTypeError, Source,
-                                   Span, located)
+from sparsedsl.core.errors import (SdslError, SdslInputError, SdslNameError, SdslRuntimeError, SdslTargetError,
+                                   SdslTypeError, Source, Span, located)
 from sparsedsl.frontend import syntax
 from sparsedsl.tensor_ir import nodes
 
@@ -184,10 +184,22 @@ class Kernel:
         return {name: results[name] for name in self._output_names}
 
     def _execute(self, bound, sizes):
-        if self.target == "ref":  # the interpreter walks expressions recursively
-            with _deep(self.program.name):
-                return self.executable.run(bound, sizes)
-        return self.executable.run(bound, sizes)
+        try:
+            if self.target == "ref":  # the interpreter walks expressions recursively
+                with _deep(self.program.name):
+                    return self.executable.run(bound, sizes)
+            return self.executable.run(bound, sizes)
+        except (MemoryError, SystemError) as exc:
+            # Numba reports an allocation that failed inside a parallel kernel as a SystemError caused by it
+            cause = exc if isinstance(exc, MemoryError) else exc.__cause__
+            if not isinstance(cause, MemoryError):
+                raise
+            outputs = self.ir.outputs
+            dense = " (it holds every tensor dense)" if self.target == "ref" else ""
+            raise SdslRuntimeError(
+                f"the {self.target} target ran out of memory computing {', '.join(d.name for d in outputs)} "
+                f"with sizes {', '.join(f'{k} = {v}' for k, v in sizes.items())}{dense}: {cause}",
+                outputs[0].span if outputs else None) from None
 
     def __call__(self, *args, **inputs) -> Outputs:
         named = self._named(args, inputs) if args else inputs

@@ -28,6 +28,7 @@ PRODUCTS = {
     "cast": ("f64", "output C: csr<f32>[M, N]\nC[i, j] = f32(sum[k] A[i, k] * B[k, j])\n"),
 }
 NUMPY = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "bool": np.bool_}
+PRODUCT_SRC = HEAD.format(t="f64") + PRODUCTS["sum"][1]
 
 
 def _program(key: str):
@@ -249,3 +250,62 @@ def test_dense_accumulator_stamps_start_over_without_wrapping(monkeypatch, tmp_p
     np.testing.assert_array_equal(got.indptr, want.indptr)
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.data, want.data, rtol=1e-12)
+
+
+@pytest.mark.parametrize("assembly", ["auto", "two-pass"])
+def test_an_auto_accumulator_past_its_dense_width_hashes_every_row(monkeypatch, tmp_path, assembly):
+    """Past AUTO_DENSE_MAX keys an auto workspace allocates no dense arrays and hashes every row, ordering its
+    keys by heapsort (no bitmaps either). With the bound at 64 keys, a 200-column product: rows of 0, 1, a
+    few and more than 16 keys, against scipy."""
+    from sparsedsl.backends.numba import codegen
+
+    monkeypatch.setattr(codegen, "AUTO_DENSE_MAX", 64)
+    src = PRODUCT_SRC
+    kernel = sd.loads(src, name="past_dense").compile(target="numba", assembly=assembly, cache_dir=str(tmp_path))
+    assert "_dw = w_ws_width if w_ws_width <= 64 else 0" in signed_subscripts(kernel.source)
+    rng = np.random.default_rng(11)
+    a = sp.random_array((40, 30), density=0.15, format="csr", rng=rng)
+    b = sp.random_array((30, 200), density=0.2, format="csr", rng=rng)
+    got = kernel(A=a, B=b)["C"]
+    want = (a @ b).tocsr()
+    want.sort_indices()
+    assert got.has_sorted_indices and max(np.diff(got.indptr)) > 16
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-12)
+
+
+WIDE = 1 << 46  # columns: no machine holds a dense row of them (it failed allocating 250 GB per thread)
+
+
+def _wide_operands():
+    # rows of B at columns 5, 7, 2^32 and WIDE - 1; every row of A sums all of them
+    a = sp.csr_array(np.ones((2, 3)))
+    cols = np.array([5, WIDE - 1, 5, 7, 1 << 32], dtype=np.int64)
+    b = sp.csr_array((np.array([1.0, 2.0, 3.0, 4.0, 5.0]), cols, np.array([0, 2, 4, 5], dtype=np.int64)),
+                     shape=(3, WIDE))
+    return a, b
+
+
+def test_a_product_with_few_entries_in_astronomically_wide_rows(tmp_path):
+    src = PRODUCT_SRC
+    a, b = _wide_operands()
+    for parallel in (True, False):
+        got = sd.loads(src, name="wide").compile(target="numba", parallel=parallel, cache_dir=str(tmp_path))(A=a, B=b)["C"]
+        assert got.shape == (2, WIDE)
+        np.testing.assert_array_equal(got.indptr, [0, 4, 8])
+        np.testing.assert_array_equal(got.indices, [5, 7, 1 << 32, WIDE - 1] * 2)
+        np.testing.assert_array_equal(got.data, [4.0, 4.0, 5.0, 2.0] * 2)
+
+
+@pytest.mark.parametrize("target", ["numba", "ref"])
+def test_running_out_of_memory_is_an_error_at_the_output(tmp_path, target):
+    """An accumulator forced dense over those columns (numba), or the reference's dense arrays, cannot be
+    allocated: an SdslRuntimeError at the output's declaration, not Numba's SystemError or a MemoryError."""
+    src = PRODUCT_SRC + "schedule C:\n    accumulator dense\n"
+    a, b = _wide_operands()
+    options = {"cache_dir": str(tmp_path)} if target == "numba" else {}
+    kernel = sd.loads(src, name="oom").compile(target=target, **options)
+    with pytest.raises(sd.SdslRuntimeError, match=f"the {target} target ran out of memory computing C") as info:
+        kernel(A=a, B=b)
+    assert info.value.span is not None and info.value.span.line == 3

@@ -50,6 +50,11 @@ INT64_MAX = "9223372036854775807"
 # columns), one process, up to 32768 / 65536: 641 / 551 ms and 659 / 576 (hashing light rows paid a second
 # probe per key to read the values back in key order).
 DENSE_WIDTH = 65536
+# ... and beyond this many keys an ``auto`` accumulator is never dense: its dense arrays (about 30 bytes a key
+# per thread: values, marks, key list, the sort's bitmaps) are not allocated at all, so a product whose
+# output is 2^33 columns wide but has a few entries a row runs on the hash table alone (it failed allocating
+# 250 GB per thread). A row dense enough to want them there would have tens of millions of entries.
+AUTO_DENSE_MAX = 1 << 24
 # Rows of a gathered dense matrix are prefetched this many keys ahead, when the matrix has more bytes than
 # PREFETCH_BYTES: half again this machine's 1 MiB L2. Measured on the generated SpMM / SDDMM (one process, prefetch
 # on / off, min of 100 calls): ca-HepTh's 2.5 MB rows 0.83 / 1.04 ms and 0.73 / 0.98; wiki-Vote's 1.8 MB 1.23 / 1.36
@@ -1184,15 +1189,19 @@ class Printer:
             self.line(d, f"{w}_cval = {w}_val")
             return
         if s.kind in ("dense", "auto"):
-            self.line(d, f"{w}_val = np.empty({w}_width, dtype={dt})")
-            self.line(d, f"{w}_mark = np.full({w}_width, -1, dtype=np.int32)")
-            self.line(d, f"{w}_list = np.empty({w}_width, dtype=np.int64)")
-            self.line(d, f"{w}_dcval = np.empty({w}_width, dtype={dt})")
+            # the dense arrays' width: an auto workspace wider than AUTO_DENSE_MAX has none (hash rows only)
+            dw = f"{w}_dw" if s.kind == "auto" else f"{w}_width"
+            if s.kind == "auto":
+                self.line(d, f"{dw} = {w}_width if {w}_width <= {AUTO_DENSE_MAX} else 0")
+            self.line(d, f"{w}_val = np.empty({dw}, dtype={dt})")
+            self.line(d, f"{w}_mark = np.full({dw}, -1, dtype=np.int32)")
+            self.line(d, f"{w}_list = np.empty({dw}, dtype=np.int64)")
+            self.line(d, f"{w}_dcval = np.empty({dw}, dtype={dt})")
             # the bitmaps that put a row's keys in order (_bit_sort); all zero between rows
-            self.line(d, f"{w}_bits = np.zeros(({w}_width + 63) >> 6, dtype=np.uint64)")
-            self.line(d, f"{w}_top = np.zeros(({w}_width + 4095) >> 12, dtype=np.uint64)")
+            self.line(d, f"{w}_bits = np.zeros(({dw} + 63) >> 6, dtype=np.uint64)")
+            self.line(d, f"{w}_top = np.zeros(({dw} + 4095) >> 12, dtype=np.uint64)")
         if s.kind == "auto":
-            self.line(d, f"{w}_flag = np.zeros({w}_width, dtype=np.uint8)")
+            self.line(d, f"{w}_flag = np.zeros({w}_dw, dtype=np.uint8)")
         if s.kind in ("hash", "auto"):
             self.line(d, f"{w}_cap = 8")
             self.line(d, f"{w}_key = np.full({w}_cap, -1, dtype=np.int64)")
@@ -1248,7 +1257,7 @@ class Printer:
                 # a row whose work is small next to a wide output touches few cache lines of a dense
                 # accumulator, each likely a cache miss: hash it. Up to DENSE_WIDTH keys the dense arrays stay
                 # in the core's cache and always win.
-                self.line(d, f"{w}_hash = {w}_width > {DENSE_WIDTH} and {w}_need * 32 < {w}_width")
+                self.line(d, f"{w}_hash = {w}_dw == 0 or ({w}_width > {DENSE_WIDTH} and {w}_need * 32 < {w}_width)")
             self.line(d, f"if {w}_hash:")
             self.line(d + 1, f"if {w}_cap < 2 * {w}_need:")
             self.line(d + 2, f"while {w}_cap < 2 * {w}_need:")
@@ -1428,10 +1437,11 @@ class Printer:
             self.line(d, f"for {w}_t in range({w}_n):")
             self.line(d + 1, f"{w}_dcval[{w}_t] = {w}_val[{w}_list[{w}_t]]")
 
-    def sort_keys(self, keys: str, w: str, d: int) -> None:
+    def sort_keys(self, keys: str, w: str, d: int, bitmaps: str | None = None) -> None:
         """Put the row's distinct keys in order: by insertion for a few, else through the workspace's bitmaps
-        (linear: a row of a few hundred keys sorts 3-4x faster than by heapsort)."""
-        self.line(d, f"if {w}_n <= 16:")
+        (linear: a row of a few hundred keys sorts 3-4x faster than by heapsort). ``bitmaps``: the test that
+        the workspace has them (an auto workspace past AUTO_DENSE_MAX keys has none: heapsort)."""
+        self.line(d, f"if {w}_n <= 16{f' or not ({bitmaps})' if bitmaps else ''}:")
         self.line(d + 1, f"_sort_segment({keys}, 0, {w}_n)")
         self.line(d, "else:")
         self.line(d + 1, f"_bit_sort({keys}, {w}_n, {w}_bits, {w}_top)")
@@ -1443,7 +1453,7 @@ class Printer:
         if not s.ordered:
             pass  # read in the order touched (loop_ir/unordered.py)
         elif self.ws_kind[w].kind == "auto":
-            self.sort_keys(f"{w}_hlist", w, d)
+            self.sort_keys(f"{w}_hlist", w, d, bitmaps=f"{w}_dw > 0")
         else:
             # (a hash workspace may be far wider than any bitmap should be)
             self.line(d, f"_sort_segment({w}_hlist, 0, {w}_n)")
