@@ -864,7 +864,8 @@ class Lowerer:
     def accumulator(self, target: str) -> str:
         per_row = ("per row: a dense accumulator when the output has at most 65536 columns (it stays in the "
                    "core's cache) or the row's work times 32 reaches the width, a hash table otherwise (few "
-                   "touched columns of a wide output); keys are put in order through a bitmap")
+                   "touched columns of a wide output) and past 2^24 columns (no dense arrays are allocated "
+                   "there); keys are put in order through a bitmap (by heapsort past 2^24 columns)")
         self.acc_reason = per_row
         forced = self.options.get("accumulator")
         if forced is not None:
