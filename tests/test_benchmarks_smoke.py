@@ -43,6 +43,26 @@ def test_every_library_result_is_checked_and_correct(bench, report):
     assert "spgemm" in text and "Geometric mean" in text
 
 
+def test_attention_target_row_takes_the_gather_scatter_composition(bench, report):
+    """The attention figure's row is the gather/scatter composition's time over sparsedsl's, not the fastest
+    torch composition's (the "torch" row, without a target)."""
+    row = next(r for r in report.rows if r.kernel == "attention")
+    torch_timing = row.timings["torch"]
+    assert set(torch_timing.variants) == {"sampled_addmm→scatter softmax→sparse.mm",
+                                          "gather→scatter softmax→index_add",
+                                          "gather→segment softmax→segment_reduce",
+                                          "sampled_addmm→COO sparse.softmax→sparse.mm"}
+    assert torch_timing.seconds == min(torch_timing.variants.values())
+    rows = {(k, p): (gm, n, t) for k, p, gm, n, t in bench.geometric_means(report)}
+    gm, count, target = rows[("attention", "torch scatter/gather")]
+    assert count == 1 and target == 3.0
+    expected = min(torch_timing.variants["gather→scatter softmax→index_add"],
+                   torch_timing.variants["gather→segment softmax→segment_reduce"]) / row.timings["sparsedsl"].seconds
+    assert gm == pytest.approx(expected)
+    assert rows[("attention", "torch")][2] is None
+    assert "torch scatter/gather" in bench.format_summary(report)
+
+
 def test_flop_counts_match_their_definitions(bench, report):
     A = bench.rmat.erdos_renyi(120, 8, bench.SEEDS["er"])
     dense = (A.toarray() != 0).astype(np.int64)
