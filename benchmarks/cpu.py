@@ -7,7 +7,9 @@
 
 Method (design.md § 4): every library gets its inputs in its own native form, built before the clock starts;
 each timed callable is called ``--warmup`` times (sparsedsl's first call includes Numba's JIT), then
-``--repeats`` times, and the median is reported. The result of the last timed call is checked against a scipy
+``--repeats`` times, or more for a short call: as many as take about ``--min-seconds`` by the warm-up call's
+time, at most ``MAX_REPEATS`` (a median of 5 sub-millisecond calls swung by 30% between runs), and the median
+is reported. The result of the last timed call is checked against a scipy
 reference computed in float64 (and triangle counts against the known answers of the sample data) before any
 time is reported; a wrong result is reported as WRONG and makes the run exit with status 1. A library that
 cannot run a kernel is reported as n/a with the reason, never with a number.
@@ -60,6 +62,9 @@ OVERHEAD_VISIBLE_BELOW = 1.0
 # per call per library and 5 GB. The issue asks for every kernel on 2^18, so no case is left out by default;
 # `--max-spgemm-mflop 100` leaves it out for a shorter run.
 MAX_SPGEMM_MFLOP = float("inf")
+# Short calls are timed more often than --repeats (Protocol.repeats_for), up to this many times.
+MAX_REPEATS = 51
+MIN_SECONDS = 0.1
 SEEDS = {"rmat": 2026, "features": 7, "er": 11}
 KNOWN_TRIANGLES = {"ego-Facebook": 1_612_010, "ca-HepTh": 28_339, "bcsstk13": 342_300}
 # Normwise tolerance of a float result against the float64 reference, by the kernel's working precision:
@@ -557,11 +562,20 @@ class Protocol:
     repeats: int
     max_call_seconds: float
     max_spgemm_mflop: float = MAX_SPGEMM_MFLOP
+    min_seconds: float = 0.0  # a short call is repeated until the timed calls take about this long
+
+    def repeats_for(self, warm: float | None) -> int:
+        """Timed calls for a callable whose warm-up call took ``warm`` seconds (None: no warm-up)."""
+        if warm is None or warm <= 0 or self.min_seconds <= 0:
+            return self.repeats
+        return max(self.repeats, min(MAX_REPEATS, math.ceil(self.min_seconds / warm)))
 
 
 def measure(library: str, fn: Callable[[], Any], check: Callable[[Any], None], protocol: Protocol) -> Timing:
-    """Warm up, time ``repeats`` calls, check the last call's result; a failure is reported, not raised."""
+    """Warm up, time ``protocol.repeats_for`` calls, check the last call's result; a failure is reported,
+    not raised."""
     gc.collect()
+    warm = None
     try:
         for _ in range(protocol.warmup):
             start = time.perf_counter()
@@ -584,7 +598,7 @@ def measure(library: str, fn: Callable[[], Any], check: Callable[[Any], None], p
     times = []
     result = None
     try:
-        for _ in range(protocol.repeats):
+        for _ in range(protocol.repeats_for(warm)):
             result = None  # let the previous result go before the next call allocates its own
             start = time.perf_counter()
             result = fn()
@@ -843,7 +857,9 @@ def format_header(report: Report) -> str:
              "threads and versions:"]
     lines += [f"  {k}: {v}" for k, v in env["threads"].items()]
     opts = report.options
-    lines.append(f"protocol: {opts['warmup']} warm-up call(s), median of {opts['repeats']} timed calls, "
+    more = (f" (a short call: as many as take {opts['min_seconds']:g} s, up to {MAX_REPEATS})"
+            if opts.get("min_seconds") else "")
+    lines.append(f"protocol: {opts['warmup']} warm-up call(s), median of {opts['repeats']} timed calls{more}, "
                  f"results checked against scipy (float64) before reporting; times in ms, GF/s = GFLOP/s; "
                  f"'x peer' = peer time / sparsedsl time")
     lines.append(f"load average (1, 5, 15 min) at start: {env.get('load_average_at_start')}, "
@@ -879,6 +895,9 @@ def parse_args(argv) -> argparse.Namespace:
                              "rmat-16, rmat-18, or er-N for a matrix given with --er")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                        help="time a short call more than --repeats times, as many as take about this long "
+                             f"by its warm-up call, at most {MAX_REPEATS} (default %(default)s; 0: --repeats)")
     parser.add_argument("--threads", type=int, default=2, help="threads for numba, graphblas and torch")
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of .mtx.gz matrices (default: the sample data shipped with sparsedsl)")
@@ -900,8 +919,8 @@ def parse_args(argv) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be at least 1 and --warmup at least 0")
+    if args.repeats < 1 or args.warmup < 0 or not args.min_seconds >= 0:
+        parser.error("--repeats must be at least 1, --warmup and --min-seconds at least 0")
     try:
         probabilities = tuple(float(x) for x in args.rmat_probabilities.split(","))
     except ValueError:
@@ -950,12 +969,12 @@ def run(argv=None, progress=sys.stderr) -> Report:
     # before the runtimes load (workers inherit it); a user's own setting is kept and printed.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     threads = configure_threads(args.threads)
-    protocol = Protocol(args.warmup, args.repeats, args.max_call_seconds, args.max_spgemm_mflop)
+    protocol = Protocol(args.warmup, args.repeats, args.max_call_seconds, args.max_spgemm_mflop, args.min_seconds)
     shown = [lib for lib in ("sparsedsl", "sdsl run", *PEERS)
              if lib in args.libraries or (lib == "sdsl run" and "sparsedsl" in args.libraries)]
     environment = {"date": datetime.date.today().isoformat(), "machine": describe_machine(), "threads": threads,
                    "load_average_at_start": _load_average()}
-    options = {"kernels": kernels, "repeats": args.repeats, "warmup": args.warmup,
+    options = {"kernels": kernels, "repeats": args.repeats, "warmup": args.warmup, "min_seconds": args.min_seconds,
                "libraries_shown": shown, "matrix_origins": [(s.name, s.origin) for s in specs],
                "max_call_seconds": args.max_call_seconds, "max_spgemm_mflop": args.max_spgemm_mflop,
                "isolated": args.isolate and args.worker is None}
@@ -1063,7 +1082,8 @@ def _worker(args, kernel: str, matrices: list[str], libraries: list[str], folder
     with tempfile.TemporaryDirectory(prefix="sparsedsl-bench-out-") as out:
         out_json = Path(out) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", folder, "--only", kernel,
-               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--min-seconds", str(args.min_seconds),
+               "--threads", str(args.threads),
                "--max-call-seconds", str(args.max_call_seconds), "--max-spgemm-mflop", str(args.max_spgemm_mflop),
                "--libraries", ",".join(libraries),
                "--json", str(out_json)]

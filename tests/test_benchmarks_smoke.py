@@ -26,7 +26,8 @@ def bench():
 
 @pytest.fixture(scope="module")
 def report(bench):
-    return bench.run(["--er", "120", "--matrix", "er-120", "--repeats", "1", "--warmup", "1", "--no-isolate"],
+    return bench.run(["--er", "120", "--matrix", "er-120", "--repeats", "1", "--warmup", "1", "--min-seconds", "0",
+                      "--no-isolate"],
                      progress=None)
 
 
@@ -61,6 +62,18 @@ def test_attention_target_row_takes_the_gather_scatter_composition(bench, report
     assert gm == pytest.approx(expected)
     assert rows[("attention", "torch")][2] is None
     assert "torch scatter/gather" in bench.format_summary(report)
+
+
+def test_short_calls_are_timed_more_often(bench):
+    protocol = bench.Protocol(warmup=1, repeats=5, max_call_seconds=30.0, min_seconds=0.1)
+    assert protocol.repeats_for(0.5) == 5            # a long call: --repeats
+    assert protocol.repeats_for(0.01) == 10          # as many as take 0.1 s
+    assert protocol.repeats_for(1e-6) == bench.MAX_REPEATS
+    assert protocol.repeats_for(None) == 5           # no warm-up call to go by
+    assert bench.Protocol(1, 5, 30.0).repeats_for(1e-6) == 5   # min_seconds 0: --repeats
+    calls = []
+    timing = bench.measure("x", lambda: calls.append(1), lambda out: None, protocol)
+    assert timing.status == "ok" and len(timing.times) == bench.MAX_REPEATS == len(calls) - 1
 
 
 def test_flop_counts_match_their_definitions(bench, report):
