@@ -387,6 +387,45 @@ def test_softmax_along_an_outer_index(compiled, shape):
             np.testing.assert_allclose(got["P"].to_presence()[0][present[:, j], j], e / e.sum(), rtol=1e-12)
 
 
+TRANSPOSED_SOFTMAX = """
+input  A: csr<i32>[N, N]
+input  X: dense<f32>[N, F]
+input  Q: dense<f32>[N, F]
+output Y: csr<f32>[N, N]
+T[i, j] = sum[f] Q[i, f] * X[j, f] where A[i, j]
+U[i, j] = softmax[j] T[i, j]
+Y[i, j] = U[j, i] - 1
+"""
+
+
+@pytest.mark.parametrize("n, f", [(6, 5), (5, 0), (1, 3), (0, 4)])
+def test_softmax_of_a_product_read_transposed(compiled, n, f):
+    """The softmax is computed into a temporary first (its row is read as a column); the product's reduction
+    inside it needs its index's extent there too (found by the fused-schedule differential test: the numba
+    target and `explain` failed with an internal KeyError)."""
+    rng = np.random.default_rng(n + 7 * f)
+    ir, exe = compiled(TRANSPOSED_SOFTMAX)
+    A = rand_sparse(rng, n, n, 0.4, dtype=np.int32, empty_rows=(2,))
+    X = rng.standard_normal((n, f)).astype(np.float32)
+    Q = rng.standard_normal((n, f)).astype(np.float32)
+    got = check(ir, exe, dict(A=A, X=X, Q=Q))
+    values, present = got["Y"].to_presence()
+    pattern = np.zeros((n, n), bool)
+    pattern[A.nonzero()] = True  # stored entries, zeros included (the mask is structural)
+    if f == 0:
+        pattern[:] = False  # a sum over no entries is absent (spec § 5, item 5), and so is every score
+    scores = Q.astype(np.float64) @ X.astype(np.float64).T
+    expected = np.zeros((n, n))
+    for i in range(n):
+        row = scores[i, pattern[i]]
+        if row.size:
+            e = np.exp(row - row.max())
+            expected[i, pattern[i]] = e / e.sum()
+    np.testing.assert_array_equal(present, pattern.T)
+    np.testing.assert_allclose(values[present], (expected.T - 1)[present], rtol=1e-5, atol=1e-6)
+    assert "its softmax first, as Y_softmax[j, i]" in sd.loads(TRANSPOSED_SOFTMAX).explain()
+
+
 # ---------------------------------------------------------------- the sort accumulator
 
 SORTED = """

@@ -776,7 +776,10 @@ class Lowerer:
         # the subject is the user's tensor: the temporary's name is made here, so it is introduced, not assumed
         self.notes.append((st.target, "temporary", f"its {kind} first, as {name}[{', '.join(order)}]",
                            f"the {kind} along '{node.var}' needs its coordinate iterated last", st.span))
-        ranges = tuple((v, st.range_of(v)) for v in order)
+        # the extents of the reductions inside the node as well (a softmax of a product: sum[f] ... * ...)
+        inner = T.reduced_vars(node)
+        ranges = tuple((v, st.range_of(v)) for v in order) + tuple((v, d) for v, d in st.ranges
+                                                                   if v in inner and v not in order)
         self.statement(T.Assign(name, tuple(order), "=", node, ranges, span=st.span))
         acc = T.Access(name, tuple(T.IndexVal(v) for v in order), node.dtype, span=node.span)
         return replace(st, value=T.substitute(st.value, node, acc))
