@@ -411,7 +411,8 @@ def test_softmax_of_a_product_read_transposed(compiled, n, f):
     got = check(ir, exe, dict(A=A, X=X, Q=Q))
     values, present = got["Y"].to_presence()
     pattern = np.zeros((n, n), bool)
-    pattern[A.nonzero()] = True  # stored entries, zeros included (the mask is structural)
+    stored = A.tocoo()
+    pattern[stored.row, stored.col] = True  # stored entries, zeros included (the mask is structural)
     if f == 0:
         pattern[:] = False  # a sum over no entries is absent (spec § 5, item 5), and so is every score
     scores = Q.astype(np.float64) @ X.astype(np.float64).T
