@@ -60,7 +60,7 @@ def test_attention_scores_are_never_stored(attention):
     program, numba_kernel, _ = attention
     src = numba_kernel.executable.source
     # one kernel, no arrays for S or P, and the scores cached per row
-    assert src.count("@numba.njit(parallel=True") == 1
+    assert src.count("@numba.njit(parallel=_PRANGE_ONLY") == 1
     assert "val_S" not in src and "val_P" not in src and "w_row" in src
     explained = program.explain()
     assert "computed inside P, not stored" in _row(explained, "S")

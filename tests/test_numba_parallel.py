@@ -242,3 +242,40 @@ def test_reassoc_flag_is_the_only_fast_math_and_can_be_turned_off():
     want = A.astype(np.float64) @ x.astype(np.float64)
     for source_kernel in (program.compile(target="numba"), program.compile(target="numba", reassoc=False)):
         np.testing.assert_allclose(source_kernel(A=A, x=x)["y"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, text, inputs", [
+    ("spmm", "input A: csr<f64>[N, N]\ninput X: dense<f64>[N, F]\noutput Y: dense<f64>[N, F]\n"
+     "Y[i, f] = sum[j] A[i, j] * X[j, f]\n", lambda A: {"A": A, "X": np.ones((A.shape[0], 3))}),
+    ("spgemm", "input A: csr<f64>[N, N]\noutput C: csr<f64>[N, N]\nC[i, j] = sum[k] A[i, k] * A[k, j]\n",
+     lambda A: {"A": A}),
+    ("total", "input A: csr<f64>[N, N]\noutput t: f64\nt = sum[i, j] A[i, j]\n", lambda A: {"A": A}),
+    ("attention", "input G: csr<f64>[N, N]\ninput Q: dense<f64>[N, D]\noutput O: dense<f64>[N, D]\n"
+     "S[i, j] = sum[d] Q[i, d] * Q[j, d] where G[i, j]\nP[i, j] = softmax[j] S[i, j]\n"
+     "O[i, d] = sum[j] P[i, j] * Q[j, d]\n", lambda A: {"G": A, "Q": np.ones((A.shape[0], 4))}),
+])
+def test_a_parallel_kernel_launches_its_pranges_only(tmp_path, name, text, inputs):
+    """Numba's ``parallel=True`` would also make a parallel loop of every np.zeros, np.full, fill, slice
+    assignment or array expression outside the pranges (the claimed loop's counter, a workspace's marks): each
+    one more launch of the thread team, 70-100 us where idle workers sleep. The kernels ask for pranges only."""
+    kernel = sd.loads(text, name=f"par_only_{name}").compile(target="numba")
+    mod = _generated_module(kernel, tmp_path)
+    A = _csr(60, 60, 0.1, 3)
+    want = kernel(**inputs(A))
+    # int32 and int64 indices: two specializations (Numba once gave the second one every parallel option)
+    wide = sp.csr_array((A.data, A.indices.astype(np.int64), A.indptr.astype(np.int64)), shape=A.shape)
+    for matrix in (A, wide):
+        out = mod.compute(**inputs(matrix))
+        for key, value in out.items():
+            got = value.toarray() if sp.issparse(value) else value
+            expected = want[key].toarray() if sp.issparse(want[key]) else want[key]
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+    kernels = [f for f in vars(mod).values() if getattr(f, "py_func", None) is not None
+               and "prange(" in inspect.getsource(f.py_func)]
+    assert kernels
+    assert name == "total" or any(len(f.signatures) >= 2 for f in kernels)
+    for f in kernels:
+        pranges = inspect.getsource(f.py_func).count("prange(")
+        for sig in f.signatures:
+            diagnostics = f.overloads[sig].metadata["parfor_diagnostics"]
+            assert diagnostics.count_parfors() == pranges, f.__name__

@@ -25,11 +25,13 @@ blockdiag and nm inputs in their blocks (``Lowerer.block_walk``; False: compress
 
 Threading layer: the backend leaves Numba's choice (OpenMP where available) and sets no process-wide knob
 (``numba.config.THREADING_LAYER``, ``OMP_WAIT_POLICY``), since either would also change every other
-parallel Numba function of the user's process. Measured on the 2-core benchmark machine (empty ``prange``
-kernel, median of 3000 warm calls): OpenMP 3 µs per launch, 11 µs with ``OMP_WAIT_POLICY=PASSIVE``,
-the ``workqueue`` layer 88 µs (TBB is not installed there). A launch is thus negligible next to the kernels
-(a warm small call is about 90 µs in all, mostly binding and dispatch), and switching layers would only
-make it worse.
+parallel Numba function of the user's process. What a launch of the thread team costs depends on that knob:
+on the 2-vCPU benchmark VM (empty ``prange`` kernel, median of 2000 warm calls, 2026-12-03) 2 us with
+OpenMP's default policy (idle workers spin a while) and 70-90 us with ``OMP_WAIT_POLICY=PASSIVE`` (idle
+workers sleep, and a sleeping vCPU is woken through the hypervisor; an earlier measurement gave 11 us), the
+``workqueue`` layer 88 us (TBB is not installed there). The benchmark harness sets ``PASSIVE`` for every
+library, so each kernel launches the team once per call: only its pranges run in parallel
+(``parallel_options.py``), not the allocations around them.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The text is a stand-alone module importing only numpy and numba (the intrinsics reach llvmlite's IR classes
 through numba): helper functions, one ``@numba.njit``
-function per loop-IR kernel (``parallel=True`` only where the kernel has a ``prange``; ``fastmath`` off
+function per loop-IR kernel (parallel, its pranges only, where the kernel has a ``prange``; ``fastmath`` off
 except LLVM's ``reassoc`` flag on kernels, see ``render_module``; the numpy error model, so division by
 zero gives inf/nan/0 as numpy does instead of raising), and a plain Python ``run`` function that allocates, invokes the kernels and returns the raw result arrays by output name.
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from sparsedsl.loop_ir import nodes as L
 
+from .parallel_options import source_text
 from .subscripts import WRAP, unsigned_subscripts
 
 # f16 and bf16 live in float32 arrays (Numba has no CPU float16): arithmetic runs in float32 and every result
@@ -82,6 +83,7 @@ import numpy as np
 from numba import prange
 from numba.core import cgutils as _cgutils
 from numba.core import types as _nbtypes
+from numba.core.cpu import ParallelOptions as _ParallelOptions
 from numba.cpython.unsafe.numbers import trailing_zeros as _ctz
 from numba.extending import intrinsic as _intrinsic
 
@@ -1888,13 +1890,16 @@ def render_module(module: L.Module, header: str = "", reassoc: bool = True, comp
     flags = "{'reassoc'}" if reassoc else "False"
     p.reassoc = reassoc
     p.line(0, f"_KJIT = dict(cache=_CACHE, fastmath={flags}, error_model=\"numpy\")")
+    if any(k.parallel for k in module.kernels):
+        p.line(0, "# parallel kernels run their pranges only, not one launch per allocation (parallel_options.py)")
+        p.line(0, source_text("_PRANGE_ONLY"))
     if module.kernels:
         p.line(0, "# kernels index with unsigned positions: no wrap of negative indices to compute (subscripts.py)")
         p.line(0, f"{WRAP} = np.uint64")
     for k in module.kernels:
         p.line(0, "")
         p.line(0, "")
-        par = "True" if k.parallel else "False"
+        par = "_PRANGE_ONLY" if k.parallel else "False"
         p.line(0, f"@numba.njit(parallel={par}, **_KJIT)")
         p.line(0, f"def {k.name}({', '.join(k.params)}):")
         p.ws_kind = {}
