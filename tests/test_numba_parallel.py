@@ -258,10 +258,10 @@ def test_a_parallel_kernel_launches_its_pranges_only(tmp_path, name, text, input
     """Numba's ``parallel=True`` would also make a parallel loop of every np.zeros, np.full, fill, slice
     assignment or array expression outside the pranges (the claimed loop's counter, a workspace's marks): each
     one more launch of the thread team, 70-100 us where idle workers sleep. The kernels ask for pranges only."""
-    kernel = sd.loads(text, name=f"par_only_{name}").compile(target="numba")
-    mod = _generated_module(kernel, tmp_path)
+    program = sd.loads(text, name=f"par_only_{name}")
+    mod = _generated_module(program.compile(target="numba"), tmp_path)
     A = _csr(60, 60, 0.1, 3)
-    want = kernel(**inputs(A))
+    want = program.compile(target="ref")(**inputs(A))
     # int32 and int64 indices: two specializations (Numba once gave the second one every parallel option)
     wide = sp.csr_array((A.data, A.indices.astype(np.int64), A.indptr.astype(np.int64)), shape=A.shape)
     for matrix in (A, wide):
